@@ -1,0 +1,3 @@
+from modelcanary.cli import main
+
+main()

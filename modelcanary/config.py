@@ -1,0 +1,181 @@
+"""Settings: explicit, frozen, validated; the environment is read here and nowhere else.
+
+Every address, topic name, directory and timeout has an embedded default. Set a
+``MODELCANARY_*`` environment variable to point a component at external services::
+
+    MODELCANARY_DATA_DIR          ./.modelcanary     embedded state, logs, artifacts
+    MODELCANARY_KAFKA_BOOTSTRAP   (embedded broker)  e.g. kafka-1:9092,kafka-2:9092
+    MODELCANARY_MLFLOW_URI        (embedded server)  e.g. http://mlflow:5000
+    MODELCANARY_BROKER_PORT       19092              port of the embedded broker
+    MODELCANARY_MLFLOW_PORT       15000              port of the embedded MLflow server
+    MODELCANARY_MODEL             demo-classifier    registered model a serving replica serves
+    MODELCANARY_TOPIC_PREFIX      modelcanary        topics are <prefix>.predictions, ...
+    MODELCANARY_PARTITIONS        4                  partitions of every topic we create
+    MODELCANARY_RECONCILE_S       1.0                how often routers re-read MLflow
+    MODELCANARY_SESSION_TIMEOUT_MS 10000             consumer group session timeout
+    MODELCANARY_HEARTBEAT_MS      3000               consumer group heartbeat interval
+    MODELCANARY_ADMIN_TOKEN       (unset)            bearer token of the admin endpoints
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from modelcanary.errors import ConfigError
+
+ENV_PREFIX = "MODELCANARY_"
+INFRA_STATE_FILE = "infra.json"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Names of the Kafka topics, all derived from one prefix."""
+
+    prefix: str = "modelcanary"
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.prefix}.predictions"
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.prefix}.outcomes"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}.decisions"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}.deadletter"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.predictions, self.outcomes, self.decisions, self.deadletter)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All runtime settings of one modelcanary process."""
+
+    data_dir: Path = Path(".modelcanary")
+    kafka_bootstrap: str | None = None
+    mlflow_uri: str | None = None
+    broker_port: int = 19092
+    mlflow_port: int = 15000
+    model_name: str = "demo-classifier"
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 4
+    reconcile_interval_s: float = 1.0
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    admin_token: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("broker_port", "mlflow_port"):
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"{name}: {port} is not a TCP port (1-65535)")
+        if self.partitions < 1:
+            raise ConfigError(f"partitions: {self.partitions} must be at least 1")
+        if self.reconcile_interval_s <= 0:
+            raise ConfigError("reconcile_interval_s: must be > 0 seconds")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ConfigError(
+                "heartbeat_interval_ms: must be smaller than session_timeout_ms "
+                f"({self.heartbeat_interval_ms} >= {self.session_timeout_ms})"
+            )
+        if not self.model_name.strip():
+            raise ConfigError("model_name: must not be empty (set MODELCANARY_MODEL)")
+
+    @property
+    def infra_state_path(self) -> Path:
+        return self.data_dir / INFRA_STATE_FILE
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def resolved_kafka_bootstrap(self) -> str:
+        """The bootstrap servers: configured ones, else the running embedded broker's."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        state = self._embedded_state()
+        address = state.get("broker", {}).get("address")
+        if not address:
+            raise ConfigError(
+                "Kafka is not configured and the embedded broker is not running: "
+                "run `modelcanary up` or set MODELCANARY_KAFKA_BOOTSTRAP"
+            )
+        return str(address)
+
+    def resolved_mlflow_uri(self) -> str:
+        """The MLflow tracking URI: configured one, else the running embedded server's."""
+        if self.mlflow_uri:
+            return self.mlflow_uri
+        state = self._embedded_state()
+        address = state.get("mlflow", {}).get("address")
+        if not address:
+            raise ConfigError(
+                "MLflow is not configured and the embedded server is not running: "
+                "run `modelcanary up` or set MODELCANARY_MLFLOW_URI"
+            )
+        return str(address)
+
+    def _embedded_state(self) -> dict:
+        try:
+            return json.loads(self.infra_state_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.infra_state_path} is unreadable ({exc}); run `modelcanary down` "
+                "then `modelcanary up` to recreate it"
+            ) from exc
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name}: {raw!r} is not an integer") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name}: {raw!r} is not a number") from exc
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(ENV_PREFIX + name)
+    return raw if raw else None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``MODELCANARY_*`` variables (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    return Settings(
+        data_dir=Path(_str(env, "DATA_DIR") or defaults.data_dir).absolute(),
+        kafka_bootstrap=_str(env, "KAFKA_BOOTSTRAP"),
+        mlflow_uri=_str(env, "MLFLOW_URI"),
+        broker_port=_int(env, "BROKER_PORT", defaults.broker_port),
+        mlflow_port=_int(env, "MLFLOW_PORT", defaults.mlflow_port),
+        model_name=_str(env, "MODEL") or defaults.model_name,
+        topics=Topics(prefix=_str(env, "TOPIC_PREFIX") or defaults.topics.prefix),
+        partitions=_int(env, "PARTITIONS", defaults.partitions),
+        reconcile_interval_s=_float(env, "RECONCILE_S", defaults.reconcile_interval_s),
+        session_timeout_ms=_int(env, "SESSION_TIMEOUT_MS", defaults.session_timeout_ms),
+        heartbeat_interval_ms=_int(env, "HEARTBEAT_MS", defaults.heartbeat_interval_ms),
+        admin_token=_str(env, "ADMIN_TOKEN"),
+    )

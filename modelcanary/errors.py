@@ -1,0 +1,60 @@
+"""The one exception tree of modelcanary.
+
+::
+
+    ModelcanaryError                  base of everything raised on purpose
+    ├── ConfigError                   a setting or policy value is invalid (names the field)
+    ├── EventError                    an event cannot be decoded or fails its schema
+    ├── RoutingError                  a routing input is invalid (fraction out of range)
+    ├── InfraError                    embedded infrastructure cannot start, stop or be found
+    │   └── PortInUseError            a port the embedded service needs is taken
+    ├── BrokerUnavailableError        Kafka cannot be reached (names the bootstrap address)
+    ├── RegistryError                 MLflow registry call failed or the model is unknown
+    │   └── RegistryUnavailableError  the MLflow server cannot be reached
+    └── RolloutError                  a rollout operation is illegal in the current state
+
+Third-party exceptions are translated at the adapter that meets them with
+``raise ... from exc``; messages a human must act on say what to do.
+"""
+
+from __future__ import annotations
+
+
+class ModelcanaryError(Exception):
+    """Base class of every error modelcanary raises on purpose."""
+
+
+class ConfigError(ModelcanaryError):
+    """A configuration or policy value is invalid; the message names the field."""
+
+
+class EventError(ModelcanaryError):
+    """An event cannot be decoded, or it does not satisfy its schema."""
+
+
+class RoutingError(ModelcanaryError):
+    """A routing input is invalid (for example a traffic fraction outside [0, 1])."""
+
+
+class InfraError(ModelcanaryError):
+    """The embedded infrastructure cannot be started, stopped or found."""
+
+
+class PortInUseError(InfraError):
+    """A port that an embedded service needs is already taken by another process."""
+
+
+class BrokerUnavailableError(ModelcanaryError):
+    """The Kafka broker cannot be reached at the configured bootstrap address."""
+
+
+class RegistryError(ModelcanaryError):
+    """An MLflow registry call failed, or the model or version does not exist."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The MLflow tracking server cannot be reached at the configured URI."""
+
+
+class RolloutError(ModelcanaryError):
+    """A rollout operation is not legal in the rollout's current state."""

@@ -1,0 +1,68 @@
+"""Deterministic traffic assignment: the same unit always lands on the same arm.
+
+A unit key (the unit id when the caller gives one, else the request id) and the
+rollout's salt are hashed with SHA-256; the first 64 bits, divided by 2**64, give a
+uniform position ``u`` in [0, 1). The unit goes to the challenger iff ``u < fraction``.
+So fraction 0 never picks the challenger and fraction 1 always does, raising the
+fraction only moves units from champion to challenger (never back), and a new salt
+(a new rollout) reshuffles everyone independently of the previous rollout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from modelcanary.errors import RoutingError
+from modelcanary.events import Arm, Mode
+
+_SCALE = float(2**64)
+
+
+def bucket_position(unit_key: str, salt: str) -> float:
+    """Uniform position in [0, 1) of ``unit_key`` for this salt."""
+    digest = hashlib.sha256(f"{salt}\x1f{unit_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _SCALE
+
+
+def assign_arm(unit_key: str, salt: str, fraction: float) -> Arm:
+    """The arm that serves ``unit_key`` when ``fraction`` of units go to the challenger."""
+    if not 0.0 <= fraction <= 1.0:
+        raise RoutingError(f"traffic fraction {fraction} is outside [0, 1]")
+    return Arm.CHALLENGER if bucket_position(unit_key, salt) < fraction else Arm.CHAMPION
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which arm answers the user, and whether the challenger also gets a mirrored copy."""
+
+    served_by: Arm
+    mirror_to_challenger: bool
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """The split a router applies: pure data, swapped atomically when a decision lands."""
+
+    rollout_id: str | None = None
+    mode: Mode = Mode.CANARY
+    traffic_fraction: float = 0.0
+    step: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.traffic_fraction <= 1.0:
+            raise RoutingError(f"traffic fraction {self.traffic_fraction} is outside [0, 1]")
+
+    @property
+    def active(self) -> bool:
+        return self.rollout_id is not None and self.traffic_fraction > 0.0
+
+    def route(self, unit_key: str) -> Route:
+        """Canary: a fraction of units is served by the challenger. Shadow: the champion
+        serves everyone and a fraction of requests is mirrored to the challenger."""
+        if not self.active:
+            return Route(Arm.CHAMPION, mirror_to_challenger=False)
+        arm = assign_arm(unit_key, self.rollout_id or "", self.traffic_fraction)
+        if self.mode is Mode.SHADOW:
+            return Route(Arm.CHAMPION, mirror_to_challenger=arm is Arm.CHALLENGER)
+        return Route(arm, mirror_to_challenger=False)

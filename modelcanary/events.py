@@ -133,17 +133,25 @@ class DeadLetterEvent:
     source_topic: str
     reason: str
     payload: str
+    original_key: str | None = None
     event_id: str = field(default_factory=new_event_id)
     ts: str = field(default_factory=utc_now)
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def key(self) -> str:
+        return self.original_key if self.original_key is not None else self.source_topic
+
     @classmethod
-    def wrap(cls, source_topic: str, raw: bytes, reason: str, model: str = "") -> DeadLetterEvent:
+    def wrap(
+        cls, source_topic: str, raw: bytes, reason: str, key: bytes | None = None, model: str = ""
+    ) -> DeadLetterEvent:
         return cls(
             model=model,
             source_topic=source_topic,
             reason=reason,
             payload=base64.b64encode(raw).decode("ascii"),
+            original_key=None if key is None else key.decode("utf-8", "replace"),
         )
 
 

@@ -1,3 +1,5 @@
 """Every command group module, imported once so its commands attach to the root app."""
 
 from __future__ import annotations
+
+from modelcanary.cli import run  # noqa: F401

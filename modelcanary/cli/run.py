@@ -1,0 +1,115 @@
+"""Commands that run a long-lived component in the foreground: evaluate, control, serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import typer
+from rich.logging import RichHandler
+
+from modelcanary.cli.app import app, console
+from modelcanary.config import load_settings
+from modelcanary.errors import ConfigError
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+    )
+    for noisy in ("kafka", "urllib3", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def evaluate(
+    interval: float = typer.Option(1.0, help="Seconds between two judgements of each rollout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run the evaluator: join predictions with outcomes, judge every running rollout.
+
+    Reads MODELCANARY_KAFKA_BOOTSTRAP / MODELCANARY_MLFLOW_URI (or the embedded services
+    started by `modelcanary up`). Stops on Ctrl-C or SIGTERM.
+
+    Example: modelcanary evaluate --interval 2
+    """
+    from modelcanary.workers import run_evaluator
+
+    _logging(verbose)
+    if interval <= 0:
+        raise ConfigError("--interval must be > 0 seconds")
+    evaluator = run_evaluator(load_settings(), _stop_on_signals(), judge_interval_s=interval)
+    console.print(f"evaluator stopped: {evaluator.counts}")
+
+
+@app.command()
+def control(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    """Run the controller: apply decisions (advance, promote, roll back, halt) to MLflow.
+
+    Each decision is applied once, in a fixed order of side effects, and only if it was
+    made for the rollout's current state. Stops on Ctrl-C or SIGTERM.
+    """
+    from modelcanary.workers import run_controller
+
+    _logging(verbose)
+    run_controller(load_settings(), _stop_on_signals())
+
+
+def serving_dir() -> Path:
+    path = Path(__file__).resolve().parents[2] / "serving"
+    if not (path / "service.py").exists():
+        raise ConfigError(
+            f"{path}/service.py not found: run modelcanary from a checkout of the repository"
+        )
+    return path.parent
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(None, help="Registered model to serve [default: MODELCANARY_MODEL]."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(3000, help="HTTP port."),
+) -> None:
+    """Serve a registered model with `bentoml serve`: champion plus the rollout's challenger.
+
+    Endpoints: POST /predict, POST /feedback, GET /healthz, /metrics, /docs.
+
+    Example: modelcanary serve --model demo-classifier --port 3000
+    """
+    settings = load_settings()
+    env = dict(os.environ)
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env["MODELCANARY_MODEL"] = model or settings.model_name
+    env["MODELCANARY_KAFKA_BOOTSTRAP"] = settings.resolved_kafka_bootstrap()
+    env["MODELCANARY_MLFLOW_URI"] = settings.resolved_mlflow_uri()
+    env.setdefault("BENTOML_HOME", str(settings.data_dir / "bentoml"))
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:ModelcanaryService",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(serving_dir()),
+    ]
+    console.print(f"serving {env['MODELCANARY_MODEL']} on http://{host}:{port}")
+    raise typer.Exit(subprocess.call(command, env=env))

@@ -1,0 +1,113 @@
+"""Persist rollouts in MLflow: one JSON tag for the rollout, one for its policy.
+
+The registered model carries ``modelcanary.rollout`` (the current or last rollout, see
+:class:`~modelcanary.rollout.Rollout`) and ``modelcanary.policy`` (the policy it runs
+under). Writing the rollout is a single tag write, so a state change is atomic.
+Version tags record what happened to a version: ``modelcanary.status`` is ``retired``
+or ``rolled_back``, with ``modelcanary.reason`` and ``modelcanary.at``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from modelcanary.errors import RegistryError
+from modelcanary.policy import Policy, policy_from_dict
+from modelcanary.rollout import Rollout
+
+ROLLOUT_TAG = "modelcanary.rollout"
+POLICY_TAG = "modelcanary.policy"
+STATUS_TAG = "modelcanary.status"
+REASON_TAG = "modelcanary.reason"
+AT_TAG = "modelcanary.at"
+ROLLOUT_ID_TAG = "modelcanary.rollout_id"
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+class RegistryPort(Protocol):
+    """The slice of :class:`modelcanary.registry.Registry` the control plane needs."""
+
+    def alias_version(self, name: str, alias: str) -> str | None: ...
+    def set_alias(self, name: str, alias: str, version: str) -> None: ...
+    def delete_alias(self, name: str, alias: str) -> None: ...
+    def model_tags(self, name: str) -> dict[str, str]: ...
+    def set_model_tags(self, name: str, tags: dict[str, str]) -> None: ...
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """What a router needs to know about a model, read in one go."""
+
+    champion_version: str | None
+    challenger_version: str | None
+    rollout: Rollout | None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class RolloutStore:
+    def __init__(self, registry: RegistryPort) -> None:
+        self.registry = registry
+
+    def load(self, model: str) -> Rollout | None:
+        raw = self.registry.model_tags(model).get(ROLLOUT_TAG)
+        return self._decode(model, raw)
+
+    def load_policy(self, model: str) -> Policy | None:
+        raw = self.registry.model_tags(model).get(POLICY_TAG)
+        if raw is None:
+            return None
+        try:
+            return policy_from_dict(json.loads(raw))
+        except ValueError as exc:
+            raise RegistryError(
+                f"tag {POLICY_TAG} of {model} is not a valid policy: {exc}"
+            ) from exc
+
+    def snapshot(self, model: str) -> ModelSnapshot:
+        tags = self.registry.model_tags(model)
+        return ModelSnapshot(
+            champion_version=self.registry.alias_version(model, CHAMPION),
+            challenger_version=self.registry.alias_version(model, CHALLENGER),
+            rollout=self._decode(model, tags.get(ROLLOUT_TAG)),
+        )
+
+    def save(self, rollout: Rollout) -> None:
+        self.registry.set_model_tags(rollout.model, {ROLLOUT_TAG: rollout.to_json()})
+
+    def save_policy(self, model: str, policy: Policy) -> None:
+        self.registry.set_model_tags(model, {POLICY_TAG: json.dumps(policy.to_dict())})
+
+    def tag_version(
+        self, model: str, version: str, status: str, reason: str, at: float, rollout_id: str
+    ) -> None:
+        self.registry.set_version_tags(
+            model,
+            version,
+            {
+                STATUS_TAG: status,
+                REASON_TAG: reason[:4000],
+                AT_TAG: _iso(at),
+                ROLLOUT_ID_TAG: rollout_id,
+            },
+        )
+
+    @staticmethod
+    def _decode(model: str, raw: str | None) -> Rollout | None:
+        if raw is None:
+            return None
+        try:
+            return Rollout.from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"tag {ROLLOUT_TAG} of {model} is not a valid rollout ({exc}); "
+                "abort it with `modelcanary rollout abort` or delete the tag in MLflow"
+            ) from exc

@@ -11,6 +11,7 @@
     ├── BrokerUnavailableError        Kafka cannot be reached (names the bootstrap address)
     ├── RegistryError                 MLflow registry call failed or the model is unknown
     │   └── RegistryUnavailableError  the MLflow server cannot be reached
+    ├── PredictionError               rows lack a model feature or hold a non-number
     └── RolloutError                  a rollout operation is illegal in the current state
 
 Third-party exceptions are translated at the adapter that meets them with
@@ -54,6 +55,10 @@ class RegistryError(ModelcanaryError):
 
 class RegistryUnavailableError(RegistryError):
     """The MLflow tracking server cannot be reached at the configured URI."""
+
+
+class PredictionError(ModelcanaryError):
+    """Rows given to a loaded model lack a feature of its signature or hold a non-number."""
 
 
 class RolloutError(ModelcanaryError):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable
+from kafka.errors import KafkaError
 
 from modelcanary.errors import BrokerUnavailableError
 from modelcanary.events import Event, encode
@@ -54,7 +54,7 @@ class EventPublisher:
                 reconnect_backoff_max_ms=1_000,
                 bootstrap_timeout_ms=bootstrap_timeout_ms,
             )
-        except (NoBrokersAvailable, KafkaTimeoutError, KafkaError) as exc:
+        except KafkaError as exc:
             raise _unavailable(bootstrap, exc) from exc
 
     def publish(self, topic: str, event: Event) -> None:
@@ -147,7 +147,7 @@ class RecordConsumer:
                     self._consumer.seek_to_end(*partitions)
             else:
                 self._consumer.subscribe(list(self.topics))
-        except (NoBrokersAvailable, KafkaTimeoutError) as exc:
+        except KafkaError as exc:
             raise _unavailable(bootstrap, exc) from exc
 
     def poll(self, timeout_ms: int = 200) -> Iterator[Record]:

@@ -25,6 +25,9 @@ class InMemoryRegistry:
     def model_tags(self, name: str) -> dict[str, str]:
         return dict(self.tags[name])
 
+    def aliases_and_tags(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        return dict(self.aliases[name]), dict(self.tags[name])
+
     def set_model_tags(self, name: str, tags: dict[str, str]) -> None:
         self.tags[name].update(tags)
 

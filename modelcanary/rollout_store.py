@@ -36,6 +36,7 @@ class RegistryPort(Protocol):
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
     def delete_alias(self, name: str, alias: str) -> None: ...
     def model_tags(self, name: str) -> dict[str, str]: ...
+    def aliases_and_tags(self, name: str) -> tuple[dict[str, str], dict[str, str]]: ...
     def set_model_tags(self, name: str, tags: dict[str, str]) -> None: ...
     def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None: ...
 
@@ -73,10 +74,10 @@ class RolloutStore:
             ) from exc
 
     def snapshot(self, model: str) -> ModelSnapshot:
-        tags = self.registry.model_tags(model)
+        aliases, tags = self.registry.aliases_and_tags(model)
         return ModelSnapshot(
-            champion_version=self.registry.alias_version(model, CHAMPION),
-            challenger_version=self.registry.alias_version(model, CHALLENGER),
+            champion_version=aliases.get(CHAMPION),
+            challenger_version=aliases.get(CHALLENGER),
             rollout=self._decode(model, tags.get(ROLLOUT_TAG)),
         )
 

@@ -1,0 +1,88 @@
+"""Start modelcanary's own components as background processes: serving, evaluator, controller.
+
+Used by the demo and the integration tests; each component gets its configuration only
+through ``MODELCANARY_*`` environment variables, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelcanary.config import Settings
+from modelcanary.infra.child_env import child_env
+from modelcanary.infra.processes import (
+    ProcessHandle,
+    http_ok,
+    start_detached,
+    stop_process,
+    wait_until_ready,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    process: ProcessHandle
+    log: Path
+    url: str | None = None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        stop_process(self.process, timeout_s=timeout_s)
+
+
+def component_env(settings: Settings, model: str | None = None) -> dict[str, str]:
+    """Environment that points a child at the same Kafka, MLflow and topics as ``settings``."""
+    return child_env(
+        {
+            "MODELCANARY_DATA_DIR": str(settings.data_dir),
+            "MODELCANARY_KAFKA_BOOTSTRAP": settings.resolved_kafka_bootstrap(),
+            "MODELCANARY_MLFLOW_URI": settings.resolved_mlflow_uri(),
+            "MODELCANARY_MODEL": model or settings.model_name,
+            "MODELCANARY_TOPIC_PREFIX": settings.topics.prefix,
+            "MODELCANARY_PARTITIONS": str(settings.partitions),
+            "MODELCANARY_RECONCILE_S": str(settings.reconcile_interval_s),
+            "MODELCANARY_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+            "MODELCANARY_HEARTBEAT_MS": str(settings.heartbeat_interval_ms),
+            "BENTOML_HOME": str(settings.data_dir / "bentoml"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+
+
+def start_serving(
+    settings: Settings, port: int, model: str | None = None, timeout_s: float = 90.0
+) -> Component:
+    """``bentoml serve`` of the modelcanary service; returns once ``/readyz`` answers 200."""
+    log = settings.data_dir / "logs" / f"serving-{port}.log"
+    command = [
+        sys.executable, "-m", "bentoml", "serve", "serving.service:ModelcanaryService",
+        "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(REPO_ROOT),
+    ]  # fmt: skip
+    process = start_detached(
+        command, log_path=log, env=component_env(settings, model), cwd=REPO_ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(
+        lambda: http_ok(f"{url}/readyz"),
+        what="bentoml serve",
+        process=process,
+        log_path=log,
+        timeout_s=timeout_s,
+    )
+    return Component("serving", process, log, url)
+
+
+def start_worker(settings: Settings, command: str, timeout_s: float = 30.0) -> Component:
+    """``modelcanary evaluate`` or ``modelcanary control`` in the background."""
+    log = settings.data_dir / "logs" / f"{command}.log"
+    process = start_detached(
+        [sys.executable, "-m", "modelcanary", command],
+        log_path=log,
+        env=component_env(settings),
+        cwd=REPO_ROOT,
+    )
+    return Component(command, process, log)

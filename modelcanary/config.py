@@ -15,6 +15,7 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_SESSION_TIMEOUT_MS 10000             consumer group session timeout
     MODELCANARY_HEARTBEAT_MS      3000               consumer group heartbeat interval
     MODELCANARY_ADMIN_TOKEN       (unset)            bearer token of the admin endpoints
+    MODELCANARY_WEBHOOK_URLS      (unset)            comma-separated URLs that receive decisions
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Settings:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     admin_token: str | None = None
+    webhook_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("broker_port", "mlflow_port"):
@@ -88,6 +90,11 @@ class Settings:
                 "heartbeat_interval_ms: must be smaller than session_timeout_ms "
                 f"({self.heartbeat_interval_ms} >= {self.session_timeout_ms})"
             )
+        for url in self.webhook_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"webhook_urls: {url.split('?')[0][:40]!r} is not an http(s) URL"
+                )
         if not self.model_name.strip():
             raise ConfigError("model_name: must not be empty (set MODELCANARY_MODEL)")
 
@@ -178,4 +185,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         session_timeout_ms=_int(env, "SESSION_TIMEOUT_MS", defaults.session_timeout_ms),
         heartbeat_interval_ms=_int(env, "HEARTBEAT_MS", defaults.heartbeat_interval_ms),
         admin_token=_str(env, "ADMIN_TOKEN"),
+        webhook_urls=tuple(
+            u.strip() for u in (_str(env, "WEBHOOK_URLS") or "").split(",") if u.strip()
+        ),
     )

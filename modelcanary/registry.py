@@ -130,6 +130,15 @@ class Registry:
         except requests.RequestException as exc:
             raise self._unavailable(exc) from exc
 
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client bound to this registry's URI (for sibling adapters)."""
+        return self._client
+
+    def translated(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """Public form of :meth:`_translated` for sibling adapters (audit log, reports)."""
+        return self._translated(what)
+
     def _unavailable(self, exc: BaseException) -> RegistryUnavailableError:
         text = str(getattr(exc, "message", exc))
         lowered = text.lower()

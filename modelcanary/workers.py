@@ -9,20 +9,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
+from modelcanary.audit import AuditLog
 from modelcanary.config import Settings
-from modelcanary.controller import Controller
-from modelcanary.errors import EventError, RegistryError
+from modelcanary.controller import Applied, Controller
+from modelcanary.errors import EventError, ModelcanaryError, RegistryError, RegistryUnavailableError
 from modelcanary.evaluator import Evaluator
-from modelcanary.events import DeadLetterEvent, decode_decision
+from modelcanary.events import Action, DeadLetterEvent, DecisionEvent, decode_decision
 from modelcanary.infra.topics import ensure_topics
 from modelcanary.kafka_io import EventPublisher, RecordConsumer
+from modelcanary.notify import WebhookNotifier
 from modelcanary.policy import Policy
 from modelcanary.registry import Registry
 from modelcanary.rollout import Rollout
 from modelcanary.rollout_store import RolloutStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVALUATOR_GROUP = "modelcanary-evaluator"
 CONTROLLER_GROUP = "modelcanary-controller"
@@ -84,21 +88,83 @@ def run_evaluator(
     return evaluator
 
 
+def _until_done(
+    stop: threading.Event, what: str, call: Callable[[], T], backoff_s: float
+) -> T | None:
+    """Call until MLflow is reachable again (:class:`RegistryUnavailableError`); None if stopped."""
+    while not stop.is_set():
+        try:
+            return call()
+        except RegistryUnavailableError as exc:
+            log.warning("cannot %s yet, retrying in %.1f s: %s", what, backoff_s, exc)
+            stop.wait(backoff_s)
+    return None
+
+
+def _handle_decision(
+    decision: DecisionEvent,
+    controller: Controller,
+    audit: AuditLog,
+    notifier: WebhookNotifier,
+    stop: threading.Event,
+    backoff_s: float,
+) -> Applied | None:
+    """Apply, record, notify — in that order (see :func:`run_controller`)."""
+    try:
+        applied = _until_done(
+            stop, f"apply {decision.event_id}", lambda: controller.apply(decision), backoff_s
+        )
+    except ModelcanaryError as exc:
+        log.error("decision %s cannot be applied, skipped: %s", decision.event_id, exc)
+        return Applied(decision, False, None, str(exc))
+    if applied is None:
+        return None
+    if applied.applied:
+        log.info("applied %s: %s", decision.action.value, applied.note)
+    rollout = applied.rollout
+    if rollout is not None and (applied.applied or decision.action is Action.HOLD):
+        try:
+            _until_done(
+                stop,
+                f"record {decision.event_id}",
+                lambda: audit.record(
+                    decision,
+                    controller.store.load_policy(decision.model),
+                    applied.applied,
+                    rollout.champion_version,
+                    rollout.challenger_version,
+                ),
+                backoff_s,
+            )
+        except ModelcanaryError as exc:
+            log.error("decision %s applied but not recorded in MLflow: %s", decision.event_id, exc)
+    if applied.applied:
+        notifier.notify(decision)
+    return applied
+
+
 def run_controller(
     settings: Settings,
     stop: threading.Event,
     retry_backoff_s: float = 1.0,
-    on_applied: Callable[[object], None] | None = None,
+    on_applied: Callable[[Applied], None] | None = None,
 ) -> None:
     """Apply decisions from the decisions topic until ``stop``.
 
-    Offsets are committed only after a decision has been applied (or judged stale), so
-    a crash re-reads it; :meth:`Controller.apply` is idempotent. While MLflow is
-    unreachable the same decision is retried with backoff; nothing after it is read.
+    Per decision, in this order: 1. apply it to MLflow (:meth:`Controller.apply`, which
+    writes the rollout tag last); 2. record it as an MLflow run (idempotent by event id);
+    3. queue the webhook notification (never blocks). Offsets are committed only after
+    steps 1-2 for every record of the batch, so a crash re-reads the decision: step 1 then
+    finds the rollout already moved and applies nothing, step 2 finds the run. While
+    MLflow is unreachable, the same step is retried with backoff and nothing after it
+    is read.
     """
     bootstrap = settings.resolved_kafka_bootstrap()
     ensure_topics(bootstrap, settings.topics.all(), settings.partitions)
-    controller = Controller(Registry(settings.resolved_mlflow_uri()))
+    registry = Registry(settings.resolved_mlflow_uri())
+    controller = Controller(registry)
+    audit = AuditLog(registry)
+    notifier = WebhookNotifier(settings.webhook_urls)
     publisher = EventPublisher(bootstrap, client_id="modelcanary-controller")
     consumer = RecordConsumer(
         bootstrap,
@@ -121,21 +187,16 @@ def run_controller(
                         ),
                     )
                     continue
-                while not stop.is_set():
-                    try:
-                        applied = controller.apply(decision)
-                        break
-                    except RegistryError as exc:
-                        log.warning("cannot apply %s yet, retrying: %s", decision.event_id, exc)
-                        stop.wait(retry_backoff_s)
-                else:
+                applied = _handle_decision(
+                    decision, controller, audit, notifier, stop, retry_backoff_s
+                )
+                if applied is None:
                     return
-                if applied.applied:
-                    log.info("applied %s: %s", decision.action.value, applied.note)
                 if on_applied is not None:
                     on_applied(applied)
             consumer.commit()
     finally:
         consumer.close()
+        notifier.close()
         publisher.flush()
         publisher.close()

@@ -1,0 +1,194 @@
+"""Audit trail in MLflow: one run per decision, linked to both model versions.
+
+Each run lives in the experiment ``modelcanary-rollouts`` and carries:
+
+- tags: model, rollout id, action, from/to state, champion and challenger versions,
+  the decision's event id (the idempotency key: recording twice is a no-op), applied;
+- params: the policy in force, flattened (``steps.0.traffic_fraction`` ...);
+- metrics: every numeric leaf of the evidence (``gates.accuracy.estimate`` ...);
+- artifacts: ``decision.json`` (the whole event) and ``policy.json``.
+
+Both model versions get the tag ``modelcanary.last_evaluation_run`` pointing at it, so
+the evaluation is one click away from the model in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+
+from modelcanary.events import DecisionEvent, to_dict
+from modelcanary.policy import Policy
+from modelcanary.registry import Registry
+
+EXPERIMENT = "modelcanary-rollouts"
+MAX_METRICS = 900
+MAX_PARAM_VALUE = 6000
+_TAG = "modelcanary."
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One recorded decision, as `modelcanary history` lists it."""
+
+    run_id: str
+    ts: float
+    rollout_id: str
+    action: str
+    from_state: str
+    to_state: str
+    traffic_fraction: float
+    reason: str
+    applied: bool
+
+
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Leaves of nested dicts/lists as ``(dotted.path, value)`` pairs."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from flatten(item, f"{prefix}{key}.")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from flatten(item, f"{prefix}{index}.")
+    else:
+        yield prefix.rstrip("."), value
+
+
+def _metric_key(path: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in path)[:250]
+
+
+class AuditLog:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._experiment_id: str | None = None
+
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            client = self.registry.client
+            with self.registry.translated(f"experiment {EXPERIMENT}"):
+                found = client.get_experiment_by_name(EXPERIMENT)
+                self._experiment_id = (
+                    found.experiment_id if found else client.create_experiment(EXPERIMENT)
+                )
+        return self._experiment_id
+
+    def _existing(self, event_id: str) -> str | None:
+        with self.registry.translated("audit runs"):
+            runs = self.registry.client.search_runs(
+                [self._experiment()],
+                filter_string=f"tags.`{_TAG}event_id` = '{event_id}'",
+                max_results=1,
+            )
+        return runs[0].info.run_id if runs else None
+
+    def record(
+        self,
+        decision: DecisionEvent,
+        policy: Policy | None,
+        applied: bool,
+        champion_version: str,
+        challenger_version: str,
+    ) -> str:
+        """Write the decision as a run (once per event id); return the run id."""
+        existing = self._existing(decision.event_id)
+        if existing is not None:
+            return existing
+        client = self.registry.client
+        tags = {
+            f"{_TAG}model": decision.model,
+            f"{_TAG}rollout_id": decision.rollout_id,
+            f"{_TAG}action": decision.action.value,
+            f"{_TAG}from_state": decision.from_state,
+            f"{_TAG}to_state": decision.to_state,
+            f"{_TAG}event_id": decision.event_id,
+            f"{_TAG}applied": str(applied).lower(),
+            f"{_TAG}champion_version": champion_version,
+            f"{_TAG}challenger_version": challenger_version,
+            f"{_TAG}reason": decision.reason[:5000],
+            f"{_TAG}traffic_fraction": str(decision.traffic_fraction),
+            "mlflow.note.content": decision.reason[:5000],
+        }
+        now_ms = int(time.time() * 1000)
+        metrics = [
+            Metric(_metric_key(path), float(value), now_ms, 0)
+            for path, value in flatten(decision.evidence)
+            if isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ][:MAX_METRICS]
+        metrics.append(Metric("traffic_fraction", decision.traffic_fraction, now_ms, 0))
+        params = [
+            Param(_metric_key(f"policy.{path}"), str(value)[:MAX_PARAM_VALUE])
+            for path, value in flatten(policy.to_dict() if policy else {})
+        ][:100]
+        run_name = f"{decision.action.value} {decision.from_state} -> {decision.to_state}"
+        with self.registry.translated(f"audit run of {decision.rollout_id}"):
+            run = client.create_run(self._experiment(), run_name=run_name[:250])
+            run_id = run.info.run_id
+            client.log_batch(
+                run_id,
+                metrics=metrics,
+                params=params,
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            client.log_text(run_id, json.dumps(to_dict(decision), indent=2), "decision.json")
+            if policy is not None:
+                client.log_text(run_id, json.dumps(policy.to_dict(), indent=2), "policy.json")
+            client.set_terminated(run_id)
+        for version in {champion_version, challenger_version}:
+            self.registry.set_version_tags(
+                decision.model, version, {f"{_TAG}last_evaluation_run": run_id}
+            )
+        return run_id
+
+    def history(self, model: str, include_holds: bool = False) -> list[AuditEntry]:
+        """Recorded decisions of ``model``, oldest first."""
+        filters = f"tags.`{_TAG}model` = '{model}'"
+        if not include_holds:
+            filters += f" and tags.`{_TAG}action` != 'hold'"
+        with self.registry.translated("audit runs"):
+            runs = self.registry.client.search_runs(
+                [self._experiment()],
+                filter_string=filters,
+                order_by=["attributes.start_time ASC"],
+                max_results=5000,
+            )
+        entries = []
+        for run in runs:
+            t = run.data.tags
+            entries.append(
+                AuditEntry(
+                    run_id=run.info.run_id,
+                    ts=run.info.start_time / 1000.0,
+                    rollout_id=t.get(f"{_TAG}rollout_id", ""),
+                    action=t.get(f"{_TAG}action", ""),
+                    from_state=t.get(f"{_TAG}from_state", ""),
+                    to_state=t.get(f"{_TAG}to_state", ""),
+                    traffic_fraction=float(t.get(f"{_TAG}traffic_fraction", "0") or 0),
+                    reason=t.get(f"{_TAG}reason", ""),
+                    applied=t.get(f"{_TAG}applied") == "true",
+                )
+            )
+        return entries
+
+    def latest(self, rollout_id: str) -> dict[str, Any] | None:
+        """The most recent recorded decision of a rollout (holds included), as a dict."""
+        with self.registry.translated("audit runs"):
+            runs = self.registry.client.search_runs(
+                [self._experiment()],
+                filter_string=f"tags.`{_TAG}rollout_id` = '{rollout_id}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if not runs:
+                return None
+            path = self.registry.client.download_artifacts(runs[0].info.run_id, "decision.json")
+        with open(path) as handle:
+            return json.load(handle)

@@ -14,8 +14,16 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_RECONCILE_S       1.0                how often routers re-read MLflow
     MODELCANARY_SESSION_TIMEOUT_MS 10000             consumer group session timeout
     MODELCANARY_HEARTBEAT_MS      3000               consumer group heartbeat interval
+    MODELCANARY_MAX_POLL_INTERVAL_MS 300000          consumer group rebalance timeout (max time
+                                                     between polls before a member is dropped)
     MODELCANARY_ADMIN_TOKEN       (unset)            bearer token of the admin endpoints
     MODELCANARY_WEBHOOK_URLS      (unset)            comma-separated URLs that receive decisions
+    MODELCANARY_SERVING_WORKERS   1                  worker processes of one `bentoml serve`
+    MODELCANARY_CHALLENGER_TIMEOUT_MS 200            a slower challenger call counts as an error
+    MODELCANARY_MAX_REQUEST_BYTES 1048576            larger request bodies get 413
+    MODELCANARY_MAX_BATCH_ROWS    1000               most rows one /predict_batch call may carry
+    MODELCANARY_SPOOL_MAX_BYTES   268435456          disk spool of undelivered events, per worker
+    MODELCANARY_EVENT_DELIVERY_TIMEOUT_MS 5000       unacknowledged events after this are spooled
 """
 
 from __future__ import annotations
@@ -30,6 +38,35 @@ from modelcanary.errors import ConfigError
 
 ENV_PREFIX = "MODELCANARY_"
 INFRA_STATE_FILE = "infra.json"
+
+#: Every environment variable :func:`load_settings` reads. Deployment files (the
+#: docker-compose topology) are checked against this list, so a variable that no code
+#: reads cannot be set there by mistake; a test keeps it equal to what is really read.
+ENV_VARS: tuple[str, ...] = tuple(
+    ENV_PREFIX + name
+    for name in (
+        "DATA_DIR",
+        "KAFKA_BOOTSTRAP",
+        "MLFLOW_URI",
+        "BROKER_PORT",
+        "MLFLOW_PORT",
+        "MODEL",
+        "TOPIC_PREFIX",
+        "PARTITIONS",
+        "RECONCILE_S",
+        "SESSION_TIMEOUT_MS",
+        "HEARTBEAT_MS",
+        "MAX_POLL_INTERVAL_MS",
+        "ADMIN_TOKEN",
+        "WEBHOOK_URLS",
+        "SERVING_WORKERS",
+        "CHALLENGER_TIMEOUT_MS",
+        "MAX_REQUEST_BYTES",
+        "MAX_BATCH_ROWS",
+        "SPOOL_MAX_BYTES",
+        "EVENT_DELIVERY_TIMEOUT_MS",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +110,17 @@ class Settings:
     reconcile_interval_s: float = 1.0
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    # kafka-python sends max_poll_interval_ms as the group's rebalance timeout: the embedded
+    # broker holds a JoinGroup open that long, so tests set it small; Apache Kafka does not.
+    max_poll_interval_ms: int = 300_000
     admin_token: str | None = None
     webhook_urls: tuple[str, ...] = ()
+    serving_workers: int = 1
+    challenger_timeout_ms: float = 200.0
+    max_request_bytes: int = 1_048_576
+    max_batch_rows: int = 1_000
+    spool_max_bytes: int = 256 * 1024 * 1024
+    event_delivery_timeout_ms: int = 5_000
 
     def __post_init__(self) -> None:
         for name in ("broker_port", "mlflow_port"):
@@ -90,17 +136,35 @@ class Settings:
                 "heartbeat_interval_ms: must be smaller than session_timeout_ms "
                 f"({self.heartbeat_interval_ms} >= {self.session_timeout_ms})"
             )
+        if self.max_poll_interval_ms < 1:
+            raise ConfigError(f"max_poll_interval_ms: {self.max_poll_interval_ms} must be > 0 ms")
         for url in self.webhook_urls:
             if not url.startswith(("http://", "https://")):
-                raise ConfigError(
-                    f"webhook_urls: {url.split('?')[0][:40]!r} is not an http(s) URL"
-                )
+                raise ConfigError(f"webhook_urls: {url.split('?')[0][:40]!r} is not an http(s) URL")
         if not self.model_name.strip():
             raise ConfigError("model_name: must not be empty (set MODELCANARY_MODEL)")
+        self._check_serving()
+
+    def _check_serving(self) -> None:
+        at_least_one = ("serving_workers", "max_request_bytes", "max_batch_rows")
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
+        if self.challenger_timeout_ms <= 0:
+            raise ConfigError("challenger_timeout_ms: must be > 0 milliseconds")
+        if self.event_delivery_timeout_ms < 100:
+            raise ConfigError("event_delivery_timeout_ms: must be at least 100 milliseconds")
+        if self.spool_max_bytes < 1024 * 1024:
+            raise ConfigError(f"spool_max_bytes: {self.spool_max_bytes} must be at least 1 MiB")
 
     @property
     def infra_state_path(self) -> Path:
         return self.data_dir / INFRA_STATE_FILE
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where serving workers spool the events Kafka could not take."""
+        return self.data_dir / "spool"
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -184,8 +248,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_interval_s=_float(env, "RECONCILE_S", defaults.reconcile_interval_s),
         session_timeout_ms=_int(env, "SESSION_TIMEOUT_MS", defaults.session_timeout_ms),
         heartbeat_interval_ms=_int(env, "HEARTBEAT_MS", defaults.heartbeat_interval_ms),
+        max_poll_interval_ms=_int(env, "MAX_POLL_INTERVAL_MS", defaults.max_poll_interval_ms),
         admin_token=_str(env, "ADMIN_TOKEN"),
         webhook_urls=tuple(
             u.strip() for u in (_str(env, "WEBHOOK_URLS") or "").split(",") if u.strip()
+        ),
+        serving_workers=_int(env, "SERVING_WORKERS", defaults.serving_workers),
+        challenger_timeout_ms=_float(env, "CHALLENGER_TIMEOUT_MS", defaults.challenger_timeout_ms),
+        max_request_bytes=_int(env, "MAX_REQUEST_BYTES", defaults.max_request_bytes),
+        max_batch_rows=_int(env, "MAX_BATCH_ROWS", defaults.max_batch_rows),
+        spool_max_bytes=_int(env, "SPOOL_MAX_BYTES", defaults.spool_max_bytes),
+        event_delivery_timeout_ms=_int(
+            env, "EVENT_DELIVERY_TIMEOUT_MS", defaults.event_delivery_timeout_ms
         ),
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from modelcanary.errors import RolloutError
 from modelcanary.events import Action, DecisionEvent
 from modelcanary.policy import Policy
-from modelcanary.rollout import Rollout, RolloutState, apply_action, new_rollout
+from modelcanary.rollout import Rollout, apply_action, new_rollout
 from modelcanary.rollout_store import CHALLENGER, CHAMPION, RegistryPort, RolloutStore
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,21 @@ class Controller:
             )
         if decision.action is Action.HOLD:
             return Applied(decision, False, rollout, "hold: nothing to change")
-        if rollout.state is not RolloutState.RUNNING and decision.action is not Action.ABORT:
-            return Applied(decision, False, rollout, f"rollout is {rollout.state.value}")
         policy = self.store.load_policy(decision.model)
         if policy is None:
             raise RolloutError(f"{decision.model} has a rollout but no policy tag")
         now = self.clock()
-        target = apply_action(rollout, decision.action, policy, now, decision.reason)
+        try:
+            target = apply_action(
+                rollout,
+                decision.action,
+                policy,
+                now,
+                decision.reason,
+                traffic_fraction=decision.traffic_fraction,
+            )
+        except RolloutError as exc:
+            return Applied(decision, False, rollout, str(exc))
         model = decision.model
         if decision.action is Action.PROMOTE:
             self.registry.set_alias(model, CHAMPION, rollout.challenger_version)

@@ -41,7 +41,11 @@ class Mode(StrEnum):
 
 
 class Action(StrEnum):
-    """What a decision asks the controller to do."""
+    """What a decision asks the controller to do.
+
+    The judge decides advance, promote, rollback, hold and halt; an operator may also
+    decide pause, resume, approve (a manual gate), set_traffic, promote, rollback, abort.
+    """
 
     ADVANCE = "advance"
     PROMOTE = "promote"
@@ -49,6 +53,10 @@ class Action(StrEnum):
     HOLD = "hold"
     HALT = "halt"
     ABORT = "abort"
+    PAUSE = "pause"
+    RESUME = "resume"
+    APPROVE = "approve"
+    SET_TRAFFIC = "set_traffic"
 
 
 def utc_now() -> str:

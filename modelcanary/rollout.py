@@ -46,8 +46,8 @@ S = RolloutState
 LEGAL_TRANSITIONS: dict[RolloutState, frozenset[RolloutState]] = {
     S.PENDING: frozenset({S.RUNNING, S.ABORTED}),
     S.RUNNING: frozenset({S.RUNNING, S.PAUSED, S.HALTED, S.PROMOTED, S.ROLLED_BACK, S.ABORTED}),
-    S.PAUSED: frozenset({S.RUNNING, S.PROMOTED, S.ROLLED_BACK, S.ABORTED}),
-    S.HALTED: frozenset({S.RUNNING, S.PROMOTED, S.ROLLED_BACK, S.ABORTED}),
+    S.PAUSED: frozenset({S.PAUSED, S.RUNNING, S.PROMOTED, S.ROLLED_BACK, S.ABORTED}),
+    S.HALTED: frozenset({S.HALTED, S.RUNNING, S.PROMOTED, S.ROLLED_BACK, S.ABORTED}),
     S.PROMOTED: frozenset(),
     S.ROLLED_BACK: frozenset(),
     S.ABORTED: frozenset(),
@@ -85,6 +85,7 @@ class Rollout:
     step_started_at: float
     updated_at: float
     reason: str = ""
+    approved_step: int | None = None
 
     @property
     def label(self) -> str:
@@ -92,6 +93,11 @@ class Rollout:
         if self.state in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.HALTED):
             return f"{self.state.value}:{self.step}"
         return self.state.value
+
+    @property
+    def awaits_approval_of_step(self) -> bool:
+        """True once the current step has not been approved by an operator."""
+        return self.approved_step != self.step
 
     @property
     def routes_traffic(self) -> bool:
@@ -104,6 +110,7 @@ class Rollout:
     @classmethod
     def from_json(cls, raw: str) -> Rollout:
         obj: dict[str, Any] = json.loads(raw)
+        obj.setdefault("approved_step", None)
         obj["state"] = RolloutState(obj["state"])
         obj["mode"] = Mode(obj["mode"])
         return cls(**obj)
@@ -140,9 +147,15 @@ def new_rollout(
 
 
 def apply_action(
-    rollout: Rollout, action: Action, policy: Policy, now: float, reason: str
+    rollout: Rollout,
+    action: Action,
+    policy: Policy,
+    now: float,
+    reason: str,
+    traffic_fraction: float | None = None,
 ) -> Rollout:
     """The rollout after ``action``: pure, raises :class:`RolloutError` if illegal now."""
+    state = rollout.state
     if action is Action.ADVANCE:
         if rollout.step + 1 >= len(policy.steps):
             raise RolloutError(
@@ -167,6 +180,27 @@ def apply_action(
         return rollout.move(RolloutState.HALTED, now, reason)
     if action is Action.ABORT:
         return rollout.move(RolloutState.ABORTED, now, reason, traffic_fraction=0.0)
+    if action is Action.PAUSE:
+        if state is not RolloutState.RUNNING:
+            raise RolloutError(f"only a running rollout can be paused; this one is {state.value}")
+        return rollout.move(RolloutState.PAUSED, now, reason)
+    if action is Action.RESUME:
+        if state not in (RolloutState.PAUSED, RolloutState.HALTED):
+            raise RolloutError(
+                f"only a paused or halted rollout can be resumed; this one is {state.value}"
+            )
+        # The step's clock restarts: time spent paused does not count towards its maximum.
+        return rollout.move(RolloutState.RUNNING, now, reason, step_started_at=now)
+    if action is Action.APPROVE:
+        if state is not RolloutState.RUNNING:
+            raise RolloutError(f"only a running rollout can be approved; this one is {state.value}")
+        return rollout.move(RolloutState.RUNNING, now, reason, approved_step=rollout.step)
+    if action is Action.SET_TRAFFIC:
+        if traffic_fraction is None or not 0.0 <= traffic_fraction <= 1.0:
+            raise RolloutError(f"set_traffic needs a fraction in [0, 1], got {traffic_fraction}")
+        if state.terminal:
+            check_transition(state, state)
+        return rollout.move(state, now, reason, traffic_fraction=traffic_fraction)
     if action is Action.HOLD:
         return rollout
     raise RolloutError(f"unknown action {action!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -112,4 +111,6 @@ def serve(
         str(serving_dir()),
     ]
     console.print(f"serving {env['MODELCANARY_MODEL']} on http://{host}:{port}")
-    raise typer.Exit(subprocess.call(command, env=env))
+    # Replace this process so that SIGTERM (docker stop, systemd) reaches bentoml itself
+    # and its shutdown hook flushes pending events.
+    os.execvpe(command[0], command, env)

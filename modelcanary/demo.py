@@ -10,9 +10,14 @@ Everything it started is stopped at the end, whatever happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import io
+import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +89,17 @@ class DecisionWatcher:
         self._consumer.close()
 
 
+def demo_policy() -> Policy:
+    """The default gates with a first step of 10%: the demo's traffic is modest."""
+    policy = default_policy()
+    fractions = (0.10, 0.25, 0.50)
+    steps = tuple(
+        dataclasses.replace(step, traffic_fraction=fraction)
+        for step, fraction in zip(policy.steps, fractions, strict=False)
+    )
+    return dataclasses.replace(policy, steps=steps)
+
+
 def demo_settings(base: Settings) -> Settings:
     return base.with_overrides(
         data_dir=base.data_dir / "demo",
@@ -105,7 +121,7 @@ def run_demo(
     rate_per_s: float = 150.0,
     max_rollout_s: float = 150.0,
 ) -> list[CandidateResult]:
-    policy = policy or default_policy()
+    policy = policy or demo_policy()
     settings = demo_settings(base)
     if settings.data_dir.exists():
         shutil.rmtree(settings.data_dir)
@@ -126,10 +142,11 @@ def run_demo(
         for variant in ("baseline", "good", "bad"):
             model = train_variant(variant, dataset)
             accuracy = test_accuracy(model, dataset)
-            version = registry.register_sklearn(
-                DEMO_MODEL, model, dataset.X_train.head(5),
-                description=f"demo {variant} model", metrics={"test_accuracy": accuracy},
-            )  # fmt: skip
+            with _quiet():
+                version = registry.register_sklearn(
+                    DEMO_MODEL, model, dataset.X_train.head(5),
+                    description=f"demo {variant} model", metrics={"test_accuracy": accuracy},
+                )  # fmt: skip
             versions[variant] = (version, accuracy)
             role = "champion" if variant == "baseline" else "candidate"
             step(
@@ -177,6 +194,9 @@ def run_demo(
             )
         step("stopping everything the demo started")
     console.print(summary_table(results))
+    for result in results:
+        if result.decision is not None:
+            console.print(gate_table(result))
     step(f"MLflow store kept in {settings.data_dir}")
     return results
 
@@ -236,6 +256,59 @@ def summary_table(results: list[CandidateResult]) -> Table:
             r.decision.reason if r.decision else (r.final.reason if r.final else ""),
             str(r.traffic.ok),
             f"{r.seconds:.0f}s",
+        )
+    return table
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow announces each registration on stdout/stderr; the demo tells its own story."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "…"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def gate_table(result: CandidateResult) -> Table:
+    """The metrics that decided: one row per gate of the final decision."""
+    assert result.decision is not None
+    table = Table(
+        title=f"v{result.version} ({result.variant}): {result.decision.action.value} — "
+        "the evidence per gate",
+        title_justify="left",
+    )
+    for column in (
+        "gate",
+        "champion",
+        "challenger",
+        "difference [interval]",
+        "margin",
+        "samples ch./cand.",
+        "verdict",
+    ):
+        table.add_column(column)
+    colours = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    for gate in result.decision.evidence.get("gates", []):
+        low, high = (gate.get("interval") or [None, None])[:2]
+        samples = gate.get("samples") or {}
+        verdict = str(gate.get("verdict"))
+        table.add_row(
+            str(gate.get("gate")),
+            _fmt(gate.get("champion")),
+            _fmt(gate.get("challenger")),
+            f"{_fmt(gate.get('estimate'))} [{_fmt(low)}, {_fmt(high)}]",
+            str(gate.get("margin", "")),
+            f"{samples.get('champion', 0)} / {samples.get('challenger', 0)}",
+            f"[{colours.get(verdict, 'white')}]{verdict}[/]"
+            + (" (critical)" if gate.get("critical") else ""),
         )
     return table
 

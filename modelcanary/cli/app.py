@@ -22,7 +22,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-console = Console()
+# Logs and CI are not terminals: give tables room instead of rich's 80-column fallback.
+console = Console() if sys.stdout.isatty() else Console(width=140)
 err_console = Console(stderr=True)
 
 

@@ -24,6 +24,8 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_MAX_BATCH_ROWS    1000               most rows one /predict_batch call may carry
     MODELCANARY_SPOOL_MAX_BYTES   268435456          disk spool of undelivered events, per worker
     MODELCANARY_EVENT_DELIVERY_TIMEOUT_MS 5000       unacknowledged events after this are spooled
+    MODELCANARY_STATE_KEY         (dev key)          secret that signs evaluator snapshots
+    MODELCANARY_SNAPSHOT_S        2.0                how often evaluators publish their state
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ ENV_VARS: tuple[str, ...] = tuple(
         "MAX_BATCH_ROWS",
         "SPOOL_MAX_BYTES",
         "EVENT_DELIVERY_TIMEOUT_MS",
+        "STATE_KEY",
+        "SNAPSHOT_S",
     )
 )
 
@@ -91,8 +95,16 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 
+    @property
+    def evaluator_state(self) -> str:
+        """Partition snapshots of the evaluators (compacted on Apache Kafka)."""
+        return f"{self.prefix}.evaluator-state"
+
     def all(self) -> tuple[str, ...]:
-        return (self.predictions, self.outcomes, self.decisions, self.deadletter)
+        return (
+            self.predictions, self.outcomes, self.decisions, self.deadletter,
+            self.evaluator_state,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,8 @@ class Settings:
     max_batch_rows: int = 1_000
     spool_max_bytes: int = 256 * 1024 * 1024
     event_delivery_timeout_ms: int = 5_000
+    state_key: str = "modelcanary-local-state-key"
+    snapshot_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("broker_port", "mlflow_port"):
@@ -129,6 +143,8 @@ class Settings:
                 raise ConfigError(f"{name}: {port} is not a TCP port (1-65535)")
         if self.partitions < 1:
             raise ConfigError(f"partitions: {self.partitions} must be at least 1")
+        if self.snapshot_interval_s <= 0:
+            raise ConfigError("snapshot_interval_s: must be > 0 seconds")
         if self.reconcile_interval_s <= 0:
             raise ConfigError("reconcile_interval_s: must be > 0 seconds")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
@@ -261,4 +277,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         event_delivery_timeout_ms=_int(
             env, "EVENT_DELIVERY_TIMEOUT_MS", defaults.event_delivery_timeout_ms
         ),
+        state_key=_str(env, "STATE_KEY") or defaults.state_key,
+        snapshot_interval_s=_float(env, "SNAPSHOT_S", defaults.snapshot_interval_s),
     )

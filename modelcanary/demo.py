@@ -111,6 +111,8 @@ def demo_settings(base: Settings) -> Settings:
         reconcile_interval_s=0.5,
         session_timeout_ms=2_000,
         heartbeat_interval_ms=500,
+        max_poll_interval_ms=3_000,
+        snapshot_interval_s=1.0,
     )
 
 

@@ -12,7 +12,10 @@
     ├── RegistryError                 MLflow registry call failed or the model is unknown
     │   └── RegistryUnavailableError  the MLflow server cannot be reached
     ├── PredictionError               rows lack a model feature or hold a non-number
-    └── RolloutError                  a rollout operation is illegal in the current state
+    ├── RolloutError                  a rollout operation is illegal in the current state
+    ├── InvalidRequestError           a serving request a client must fix (names the field)
+    │   └── InputRejectedError        the champion cannot score these (valid) values
+    └── NotReadyError                 serving cannot answer yet (no champion loaded)
 
 Third-party exceptions are translated at the adapter that meets them with
 ``raise ... from exc``; messages a human must act on say what to do.
@@ -63,3 +66,23 @@ class PredictionError(ModelcanaryError):
 
 class RolloutError(ModelcanaryError):
     """A rollout operation is not legal in the rollout's current state."""
+
+
+class InvalidRequestError(ModelcanaryError):
+    """A serving request a client must fix: missing, unknown or ill-typed features.
+
+    The message names the field (``features.mean_radius: expected a number``); the
+    service answers it with a 4xx status.
+    """
+
+
+class NotReadyError(ModelcanaryError):
+    """The serving router cannot answer yet: no champion is registered or loaded."""
+
+
+class InputRejectedError(InvalidRequestError):
+    """The features fit the signature but the champion cannot score them.
+
+    The model raised ``ValueError``, as scikit-learn does for values it cannot handle
+    (an overflow to infinity inside a scaler, say); serving answers 422.
+    """

@@ -8,14 +8,26 @@ their time-to-live runs out (predictions without outcome) or dropped (outcomes w
 prediction never came), so memory is bounded by open joins, never by history.
 Duplicates (same arm twice, a second outcome, anything for a request already
 completed recently) are ignored and counted.
+
+Restoring after a rebalance. Each record may carry its origin ``(topic, offset)``. A
+worker that takes over a partition restores the evidence of a snapshot and replays the
+partition from the snapshot's low watermark (:meth:`Joiner.low_watermarks`: the oldest
+record still in an open join) with ``replay=True`` up to the snapshot's high watermark.
+Replayed records rebuild open joins but are never counted again: a join completed by
+a replayed record was counted before the snapshot, and a join made only of replayed
+records that expires is dropped (it was either counted before, or it was open at the
+snapshot and would have expired without an outcome — the one thing a restore may
+lose, and it carries no labelled evidence).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
+
+Origin = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class _Pending:
     first_seen: float
     predictions: dict[Arm, PredictionEvent] = field(default_factory=dict)
     outcome: OutcomeEvent | None = None
+    origins: list[Origin] = field(default_factory=list)
+    replayed_only: bool = True
 
     def complete(self) -> bool:
         if self.outcome is None or not self.predictions:
@@ -58,6 +72,7 @@ class JoinCounters:
     expired_without_outcome: int = 0
     dropped_orphan_outcomes: int = 0
     duplicates: int = 0
+    dropped_after_restore: int = 0
 
 
 class Joiner:
@@ -77,21 +92,34 @@ class Joiner:
     def open_count(self) -> int:
         return len(self._open)
 
-    def add_prediction(self, event: PredictionEvent, now: float) -> list[JoinedRequest]:
+    def add_prediction(
+        self,
+        event: PredictionEvent,
+        now: float,
+        origin: Origin | None = None,
+        replay: bool = False,
+    ) -> list[JoinedRequest]:
         pending = self._pending(event.request_id, now)
         if pending is None or event.arm in pending.predictions:
-            self.counters.duplicates += 1
+            self.counters.duplicates += not replay
             return self._evict(now)
-        pending.predictions[event.arm] = event
-        return self._settle(event.request_id, pending) + self._evict(now)
+        # Features were already observed with the prediction; a join does not need them.
+        pending.predictions[event.arm] = _without_features(event)
+        return self._settle(event.request_id, pending, origin, replay) + self._evict(now)
 
-    def add_outcome(self, event: OutcomeEvent, now: float) -> list[JoinedRequest]:
+    def add_outcome(
+        self,
+        event: OutcomeEvent,
+        now: float,
+        origin: Origin | None = None,
+        replay: bool = False,
+    ) -> list[JoinedRequest]:
         pending = self._pending(event.request_id, now)
         if pending is None or pending.outcome is not None:
-            self.counters.duplicates += 1
+            self.counters.duplicates += not replay
             return self._evict(now)
         pending.outcome = event
-        return self._settle(event.request_id, pending) + self._evict(now)
+        return self._settle(event.request_id, pending, origin, replay) + self._evict(now)
 
     def expire(self, now: float) -> list[JoinedRequest]:
         """Release joins older than the TTL (call periodically)."""
@@ -103,6 +131,15 @@ class Joiner:
             released.extend(self._release(request_id))
         return released
 
+    def low_watermarks(self) -> dict[str, int]:
+        """Per topic, the smallest offset of a record still in an open join."""
+        lows: dict[str, int] = {}
+        for pending in self._open.values():
+            for topic, offset in pending.origins:
+                if offset < lows.get(topic, offset + 1):
+                    lows[topic] = offset
+        return lows
+
     def _pending(self, request_id: str, now: float) -> _Pending | None:
         if request_id in self._done:
             return None
@@ -112,11 +149,19 @@ class Joiner:
             self._open[request_id] = pending
         return pending
 
-    def _settle(self, request_id: str, pending: _Pending) -> list[JoinedRequest]:
+    def _settle(
+        self, request_id: str, pending: _Pending, origin: Origin | None, replay: bool
+    ) -> list[JoinedRequest]:
+        if origin is not None:
+            pending.origins.append(origin)
+        if not replay:
+            pending.replayed_only = False
         if not pending.complete():
             return []
         del self._open[request_id]
         self._mark_done(request_id)
+        if replay:
+            return []
         self.counters.joined += 1
         return [JoinedRequest(request_id, dict(pending.predictions), pending.outcome)]
 
@@ -130,6 +175,9 @@ class Joiner:
     def _release(self, request_id: str) -> list[JoinedRequest]:
         pending = self._open.pop(request_id)
         self._mark_done(request_id)
+        if pending.replayed_only and pending.origins:
+            self.counters.dropped_after_restore += 1
+            return []
         if not pending.predictions:
             self.counters.dropped_orphan_outcomes += 1
             return []
@@ -143,3 +191,7 @@ class Joiner:
         self._done[request_id] = None
         while len(self._done) > self.remember_done:
             self._done.popitem(last=False)
+
+
+def _without_features(event: PredictionEvent) -> PredictionEvent:
+    return event if event.features is None else replace(event, features=None)

@@ -47,6 +47,15 @@ def component_env(settings: Settings, model: str | None = None) -> dict[str, str
             "MODELCANARY_RECONCILE_S": str(settings.reconcile_interval_s),
             "MODELCANARY_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
             "MODELCANARY_HEARTBEAT_MS": str(settings.heartbeat_interval_ms),
+            "MODELCANARY_MAX_POLL_INTERVAL_MS": str(settings.max_poll_interval_ms),
+            "MODELCANARY_STATE_KEY": settings.state_key,
+            "MODELCANARY_SNAPSHOT_S": str(settings.snapshot_interval_s),
+            "MODELCANARY_SERVING_WORKERS": str(settings.serving_workers),
+            "MODELCANARY_CHALLENGER_TIMEOUT_MS": str(settings.challenger_timeout_ms),
+            "MODELCANARY_MAX_REQUEST_BYTES": str(settings.max_request_bytes),
+            "MODELCANARY_MAX_BATCH_ROWS": str(settings.max_batch_rows),
+            "MODELCANARY_SPOOL_MAX_BYTES": str(settings.spool_max_bytes),
+            "MODELCANARY_EVENT_DELIVERY_TIMEOUT_MS": str(settings.event_delivery_timeout_ms),
             "BENTOML_HOME": str(settings.data_dir / "bentoml"),
             "PYTHONUNBUFFERED": "1",
         }
@@ -54,9 +63,18 @@ def component_env(settings: Settings, model: str | None = None) -> dict[str, str
 
 
 def start_serving(
-    settings: Settings, port: int, model: str | None = None, timeout_s: float = 90.0
+    settings: Settings,
+    port: int,
+    model: str | None = None,
+    timeout_s: float = 90.0,
+    workers: int | None = None,
 ) -> Component:
-    """``bentoml serve`` of the modelcanary service; returns once ``/readyz`` answers 200."""
+    """``bentoml serve`` of the modelcanary service; returns once ``/readyz`` answers 200.
+
+    ``workers`` (default: ``settings.serving_workers``) worker processes share the port.
+    """
+    if workers is not None:
+        settings = settings.with_overrides(serving_workers=workers)
     log = settings.data_dir / "logs" / f"serving-{port}.log"
     command = [
         sys.executable, "-m", "bentoml", "serve", "serving.service:ModelcanaryService",

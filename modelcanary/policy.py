@@ -1,35 +1,148 @@
-"""Rollout policy: the steps a rollout walks through. Loaded from YAML, validated, frozen.
+"""Rollout policy: steps, gates and the error budget. Loaded from YAML, validated, frozen.
+
+A policy says how a rollout proceeds (``steps``), what the challenger must show before
+it gets more traffic (``gates``), how often the judge may be wrong (``alpha``) and what
+happens when a step runs out of time (``on_timeout``). Every invalid value raises
+:class:`~modelcanary.errors.ConfigError` naming the field and, for choices, the allowed
+values; nothing is silently repaired. ``examples/policy.yaml`` documents every field.
 
 Example::
 
+    alpha: 0.05
     steps:
-      - {traffic_fraction: 0.05, min_samples: 200, min_duration_s: 10, max_duration_s: 600}
-      - {traffic_fraction: 0.25, min_samples: 400, min_duration_s: 10, max_duration_s: 600}
-      - {traffic_fraction: 0.50, min_samples: 800, min_duration_s: 10, max_duration_s: 600}
+      - {traffic_fraction: 0.05, min_samples: 100, min_duration_s: 10, max_duration_s: 300}
+      - {traffic_fraction: 0.50, min_samples: 200, min_duration_s: 10, max_duration_s: 300}
+    gates:
+      - {metric: accuracy, margin: 0.05, critical: true}
+      - {metric: latency_p95, margin: 0.5, margin_type: relative, min_margin: 5}
+
+The error budget: ``alpha`` bounds the probability that a rollout of a challenger that
+is in truth within every gate's margin is rolled back or halted by the statistics,
+however often the judge looks. It is split across the statistical gates and the
+sample-ratio check by weighted Bonferroni (``alpha * weight / sum of weights``); a gate
+judged in both canary and shadow steps splits its share again between the two modes.
+The same per-gate share bounds the probability of passing a gate whose true effect is
+worse than its margin. Drift gates are heuristics outside this budget.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from modelcanary.errors import ConfigError
-from modelcanary.events import Mode
+from modelcanary.events import Action, Mode
+
+KPI_PREFIX = "kpi."
+
+
+class Direction(StrEnum):
+    """Which way is better for a metric."""
+
+    HIGHER_IS_BETTER = "higher_is_better"
+    LOWER_IS_BETTER = "lower_is_better"
+
+
+class MarginType(StrEnum):
+    """Absolute margins are in the metric's units; relative ones are a fraction of the
+    champion's value (the challenger may be ``margin * champion`` worse), for metrics
+    whose values are positive (latency, log-loss, revenue)."""
+
+    ABSOLUTE = "absolute"
+    RELATIVE = "relative"
+
+
+class MetricKind(StrEnum):
+    """How a metric is compared: mean of per-request values, a quantile, or drift."""
+
+    MEAN = "mean"
+    QUANTILE = "quantile"
+    DRIFT = "drift"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What the judge knows about a metric name."""
+
+    name: str
+    kind: MetricKind
+    direction: Direction | None
+    needs_outcome: bool
+    half_range: float | None = None  # half the width of the value range, for bounded metrics
+    quantile: float | None = None
+    user_facing: bool = False  # depends on what the user was shown: canary only
+    description: str = ""
+
+
+_LOWER = Direction.LOWER_IS_BETTER
+_HIGHER = Direction.HIGHER_IS_BETTER
+
+METRICS: Mapping[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec(
+            "accuracy", MetricKind.MEAN, _HIGHER, True, 0.5, description="prediction == label"
+        ),
+        MetricSpec("log_loss", MetricKind.MEAN, _LOWER, True, description="-log P(label), binary"),
+        MetricSpec("brier", MetricKind.MEAN, _LOWER, True, 0.5, description="(score - label)^2"),
+        MetricSpec("mae", MetricKind.MEAN, _LOWER, True, description="|prediction - label|"),
+        MetricSpec("mse", MetricKind.MEAN, _LOWER, True, description="(prediction - label)^2"),
+        MetricSpec("rmse", MetricKind.MEAN, _LOWER, True, description="sqrt of mse"),
+        MetricSpec("error_rate", MetricKind.MEAN, _LOWER, False, 0.5, description="calls failed"),
+        MetricSpec("latency_mean", MetricKind.MEAN, _LOWER, False, description="mean latency ms"),
+        MetricSpec("latency_p50", MetricKind.QUANTILE, _LOWER, False, quantile=0.50),
+        MetricSpec("latency_p95", MetricKind.QUANTILE, _LOWER, False, quantile=0.95),
+        MetricSpec("latency_p99", MetricKind.QUANTILE, _LOWER, False, quantile=0.99),
+        MetricSpec("input_drift", MetricKind.DRIFT, _LOWER, False, description="feature drift"),
+        MetricSpec("prediction_drift", MetricKind.DRIFT, _LOWER, False, description="outputs"),
+    )
+}
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The spec of a built-in metric or of a business KPI named ``kpi.<name>``."""
+    if name in METRICS:
+        return METRICS[name]
+    if name.startswith(KPI_PREFIX) and len(name) > len(KPI_PREFIX):
+        return MetricSpec(name, MetricKind.MEAN, None, True, user_facing=True, description="KPI")
+    raise ConfigError(
+        f"metric {name!r} is unknown; allowed: {', '.join(METRICS)} or kpi.<name> "
+        "(a number carried in outcome events' kpis)"
+    )
+
+
+class TimeoutAction(StrEnum):
+    """What happens when a step reaches its maximum duration without a conclusion."""
+
+    ROLLBACK = "rollback"
+    HALT = "halt"
+
+    @property
+    def action(self) -> Action:
+        return Action(self.value)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One stage of a rollout: how much traffic the challenger gets and for how long."""
+    """One stage of a rollout: how much traffic the challenger gets and for how long.
+
+    ``min_samples`` counts the challenger's predictions observed in this step.
+    ``requires_approval`` makes the step a manual gate: when every gate passes, the
+    rollout holds until an operator approves (``modelcanary rollout approve``).
+    """
 
     traffic_fraction: float
     mode: Mode = Mode.CANARY
     min_samples: int = 200
     min_duration_s: float = 0.0
     max_duration_s: float = 600.0
+    requires_approval: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.traffic_fraction <= 1.0:
@@ -46,64 +159,431 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """What the challenger must show about one metric, compared with the champion.
+
+    pass: the challenger is shown to be no worse than the champion by more than the
+    margin; fail: it is shown to be worse by more than the margin. For drift gates the
+    margin is the tolerated share of drifted columns (0-1).
+    """
+
+    metric: str
+    direction: Direction
+    margin: float = 0.0
+    margin_type: MarginType = MarginType.ABSOLUTE
+    min_margin: float = 0.0
+    critical: bool = True
+    alpha_weight: float = 1.0
+    design_samples: int | None = None
+    modes: tuple[Mode, ...] = (Mode.CANARY, Mode.SHADOW)
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.metric
+
+    @property
+    def spec(self) -> MetricSpec:
+        return metric_spec(self.metric)
+
+    @property
+    def statistical(self) -> bool:
+        """Whether this gate spends part of the error budget (drift gates do not)."""
+        return self.spec.kind is not MetricKind.DRIFT
+
+    def __post_init__(self) -> None:
+        where = f"gates[{self.label}]"
+        spec = metric_spec(self.metric)
+        if spec.direction is not None and self.direction is not spec.direction:
+            raise ConfigError(
+                f"{where}.direction: {self.metric} is {spec.direction.value}, "
+                f"got {self.direction.value}"
+            )
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ConfigError(f"{where}.margin: {self.margin} must be a finite number >= 0")
+        if spec.kind is MetricKind.DRIFT and (
+            self.margin > 1 or self.margin_type is not MarginType.ABSOLUTE
+        ):
+            raise ConfigError(
+                f"{where}.margin: for {self.metric} the margin is the tolerated share "
+                "of drifted columns, an absolute number in [0, 1]"
+            )
+        if (
+            self.margin_type is MarginType.RELATIVE
+            and self.direction is Direction.HIGHER_IS_BETTER
+            and self.margin >= 1
+        ):
+            raise ConfigError(
+                f"{where}.margin: a relative margin of a higher_is_better metric must be < 1"
+            )
+        if self.metric == "rmse" and self.margin_type is not MarginType.RELATIVE:
+            raise ConfigError(
+                f"{where}.margin_type: rmse gates take a relative margin; "
+                "use mse or mae for an absolute one"
+            )
+        if self.min_margin:
+            if not (math.isfinite(self.min_margin) and self.min_margin > 0):
+                raise ConfigError(f"{where}.min_margin: {self.min_margin} must be a number > 0")
+            if spec.kind is not MetricKind.QUANTILE or self.margin_type is not MarginType.RELATIVE:
+                raise ConfigError(
+                    f"{where}.min_margin: an absolute floor is allowed only with a relative "
+                    "margin on a latency quantile (latency_p50, latency_p95, latency_p99)"
+                )
+        if not (math.isfinite(self.alpha_weight) and self.alpha_weight > 0):
+            raise ConfigError(f"{where}.alpha_weight: {self.alpha_weight} must be > 0")
+        if self.design_samples is not None and self.design_samples < 1:
+            raise ConfigError(f"{where}.design_samples: {self.design_samples} must be >= 1")
+        if not self.modes:
+            raise ConfigError(f"{where}.modes: list at least one of canary, shadow")
+        if spec.user_facing and Mode.SHADOW in self.modes:
+            raise ConfigError(
+                f"{where}.modes: {self.metric} depends on what the user was shown, so it "
+                "cannot be judged in shadow steps (the user saw the champion's answer); "
+                "allowed: [canary]"
+            )
+
+
+@dataclass(frozen=True)
+class SrmSettings:
+    """Sequential sample-ratio-mismatch check (see :mod:`modelcanary.stats.srm`)."""
+
+    enabled: bool = True
+    alpha_weight: float = 1.0
+    prior_strength: float = 1000.0
+    max_units_per_step: int = 200_000
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.alpha_weight) and self.alpha_weight > 0):
+            raise ConfigError(f"srm.alpha_weight: {self.alpha_weight} must be > 0")
+        if not (math.isfinite(self.prior_strength) and self.prior_strength > 0):
+            raise ConfigError(f"srm.prior_strength: {self.prior_strength} must be > 0")
+        if self.max_units_per_step < 1:
+            raise ConfigError(f"srm.max_units_per_step: {self.max_units_per_step} must be >= 1")
+
+
+DRIFT_NUM_METHODS = ("wasserstein", "ks", "psi", "kl_div", "jensenshannon", "hellinger", "ed")
+DRIFT_CAT_METHODS = ("jensenshannon", "chisquare", "psi", "kl_div", "hellinger", "TVD")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """How the judge runs Evidently's drift detection on bounded samples of each arm."""
+
+    enabled: bool = True
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    threshold: float = 0.1
+    sample_size: int = 1000
+    min_rows: int = 100
+    recompute_growth: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.num_method not in DRIFT_NUM_METHODS:
+            raise ConfigError(
+                f"drift.num_method: {self.num_method!r} is not one of "
+                + ", ".join(DRIFT_NUM_METHODS)
+            )
+        if self.cat_method not in DRIFT_CAT_METHODS:
+            raise ConfigError(
+                f"drift.cat_method: {self.cat_method!r} is not one of "
+                + ", ".join(DRIFT_CAT_METHODS)
+            )
+        if not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ConfigError(f"drift.threshold: {self.threshold} must be > 0")
+        if self.sample_size < 10:
+            raise ConfigError(f"drift.sample_size: {self.sample_size} must be >= 10")
+        if not 1 <= self.min_rows <= self.sample_size:
+            raise ConfigError(f"drift.min_rows: {self.min_rows} must be in [1, sample_size]")
+        if not self.recompute_growth > 1.0:
+            raise ConfigError(f"drift.recompute_growth: {self.recompute_growth} must be > 1")
+
+
+@dataclass(frozen=True)
 class Policy:
-    """How a rollout proceeds. The judge's gates extend this."""
+    """How a rollout proceeds and what the challenger must show at each step.
+
+    ``design_samples`` tunes the sequential tests: the number of samples per arm at
+    which their boundaries are tightest (see
+    :mod:`modelcanary.stats.confidence_sequences`); gates may override it.
+    ``min_samples_per_arm`` is the least data a mean gate needs before any verdict.
+    """
 
     steps: tuple[Step, ...]
+    gates: tuple[Gate, ...] = ()
+    alpha: float = 0.05
+    on_timeout: TimeoutAction = TimeoutAction.ROLLBACK
+    design_samples: int = 400
+    min_samples_per_arm: int = 30
+    srm: SrmSettings = field(default_factory=SrmSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     def __post_init__(self) -> None:
         if not self.steps:
             raise ConfigError("steps: a policy needs at least one step")
+        if not (math.isfinite(self.alpha) and 0.0 < self.alpha <= 0.5):
+            raise ConfigError(f"alpha: {self.alpha} must be in (0, 0.5]")
+        if self.design_samples < 1:
+            raise ConfigError(f"design_samples: {self.design_samples} must be >= 1")
+        if self.min_samples_per_arm < 2:
+            raise ConfigError(f"min_samples_per_arm: {self.min_samples_per_arm} must be >= 2")
+        labels = [g.label for g in self.gates]
+        duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicates:
+            raise ConfigError(
+                f"gates: names must be unique; give gates a name (duplicates: {duplicates})"
+            )
+        step_modes = {s.mode for s in self.steps}
+        for gate in self.gates:
+            if not step_modes & set(gate.modes):
+                raise ConfigError(
+                    f"gates[{gate.label}].modes: the gate is judged only in "
+                    f"{'/'.join(m.value for m in gate.modes)} steps but the policy has none"
+                    + (
+                        f" ({gate.metric} depends on what the user was shown: canary only)"
+                        if gate.spec.user_facing
+                        else ""
+                    )
+                )
+
+    @property
+    def modes(self) -> frozenset[Mode]:
+        return frozenset(s.mode for s in self.steps)
+
+    def _weights(self) -> float:
+        total = sum(g.alpha_weight for g in self.gates if g.statistical)
+        return total + (self.srm.alpha_weight if self.srm.enabled else 0.0)
+
+    def gate_alpha(self, gate: Gate) -> float:
+        """The gate's share of alpha for one mode (per side: pass and fail each)."""
+        if not gate.statistical:
+            return 0.0
+        share = self.alpha * gate.alpha_weight / self._weights()
+        judged_in = len(self.modes & set(gate.modes))
+        return share / max(judged_in, 1)
+
+    @property
+    def srm_alpha(self) -> float:
+        if not self.srm.enabled:
+            return 0.0
+        return self.alpha * self.srm.alpha_weight / self._weights()
+
+    def design_for(self, gate: Gate) -> int:
+        return gate.design_samples or self.design_samples
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON/YAML-safe values; ``policy_from_dict(p.to_dict()) == p``."""
+        return _plain(self)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, StrEnum):
+        return obj.value
+    if isinstance(obj, tuple | list):
+        return [_plain(x) for x in obj]
+    if hasattr(obj, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+    return obj
 
 
 def default_policy() -> Policy:
+    """Three canary steps (5% -> 25% -> 50%) guarded by accuracy, errors and latency.
+
+    Sized for the demo (a binary classifier at 100-300 requests/s with labels): an
+    equal challenger passes every gate after roughly 150-250 challenger samples and is
+    promoted in about a minute; a challenger 0.16 less accurate is rolled back after
+    roughly 100 challenger samples.
+    """
     return Policy(
         steps=(
-            Step(traffic_fraction=0.05),
-            Step(traffic_fraction=0.25),
-            Step(traffic_fraction=0.50),
-        )
+            Step(traffic_fraction=0.05, min_samples=100, min_duration_s=10, max_duration_s=300),
+            Step(traffic_fraction=0.25, min_samples=100, min_duration_s=10, max_duration_s=300),
+            Step(traffic_fraction=0.50, min_samples=100, min_duration_s=10, max_duration_s=300),
+        ),
+        gates=(
+            Gate("accuracy", Direction.HIGHER_IS_BETTER, margin=0.05, critical=True),
+            Gate("error_rate", Direction.LOWER_IS_BETTER, margin=0.01, critical=True),
+            Gate(
+                "latency_p95",
+                Direction.LOWER_IS_BETTER,
+                margin=0.5,
+                margin_type=MarginType.RELATIVE,
+                min_margin=5.0,
+                critical=False,
+            ),
+        ),
+        alpha=0.05,
+        design_samples=400,
     )
 
 
-def _step(raw: Any, index: int) -> Step:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"steps[{index}]: expected a mapping, got {type(raw).__name__}")
-    allowed = {"traffic_fraction", "mode", "min_samples", "min_duration_s", "max_duration_s"}
+# ----------------------------------------------------------------------------- parsing
+
+
+def _enum(enum: type[StrEnum], raw: Any, where: str) -> Any:
+    try:
+        return enum(raw)
+    except ValueError as exc:
+        allowed = ", ".join(m.value for m in enum)  # type: ignore[attr-defined]
+        raise ConfigError(f"{where}: {raw!r} is not one of {allowed}") from exc
+
+
+def _check_keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(
-            f"steps[{index}]: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+            f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
         )
-    values = dict(raw)
-    if "mode" in values:
-        try:
-            values["mode"] = Mode(values["mode"])
-        except ValueError as exc:
-            raise ConfigError(
-                f"steps[{index}].mode: {values['mode']!r} is not one of canary, shadow"
-            ) from exc
+
+
+def _number(raw: Any, where: str, kind: type = float) -> Any:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ConfigError(f"{where}: expected a number, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
+        return int(raw)
+    return float(raw)
+
+
+def _bool(raw: Any, where: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    return raw
+
+
+def _step(raw: Any, index: int) -> Step:
+    where = f"steps[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    allowed = {
+        "traffic_fraction", "mode", "min_samples", "min_duration_s", "max_duration_s",
+        "requires_approval",
+    }  # fmt: skip
+    _check_keys(raw, allowed, where)
+    if "traffic_fraction" not in raw:
+        raise ConfigError(f"{where}.traffic_fraction: required")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "mode":
+            values[key] = _enum(Mode, value, f"{where}.mode")
+        elif key == "requires_approval":
+            values[key] = _bool(value, f"{where}.{key}")
+        elif key == "min_samples":
+            values[key] = _number(value, f"{where}.{key}", int)
+        else:
+            values[key] = _number(value, f"{where}.{key}")
     try:
         return Step(**values)
     except ConfigError as exc:
-        raise ConfigError(str(exc).replace("steps[]", f"steps[{index}]")) from exc
-    except TypeError as exc:
-        raise ConfigError(f"steps[{index}]: {exc}") from exc
+        raise ConfigError(str(exc).replace("steps[]", where)) from exc
+
+
+_GATE_FIELDS = {f.name for f in fields(Gate)}
+
+
+def _gate(raw: Any, index: int) -> Gate:
+    where = f"gates[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    _check_keys(raw, _GATE_FIELDS, where)
+    if "metric" not in raw or not isinstance(raw["metric"], str):
+        raise ConfigError(f"{where}.metric: required, a metric name")
+    try:
+        spec = metric_spec(raw["metric"])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.metric: {exc}") from exc
+    values: dict[str, Any] = {"metric": raw["metric"]}
+    if "direction" in raw:
+        values["direction"] = _enum(Direction, raw["direction"], f"{where}.direction")
+    elif spec.direction is None:
+        raise ConfigError(
+            f"{where}.direction: required for {spec.name}; allowed: higher_is_better, "
+            "lower_is_better"
+        )
+    else:
+        values["direction"] = spec.direction
+    for key in ("margin", "min_margin", "alpha_weight"):
+        if key in raw:
+            values[key] = _number(raw[key], f"{where}.{key}")
+    if "design_samples" in raw and raw["design_samples"] is not None:
+        values["design_samples"] = _number(raw["design_samples"], f"{where}.design_samples", int)
+    if "margin_type" in raw:
+        values["margin_type"] = _enum(MarginType, raw["margin_type"], f"{where}.margin_type")
+    if "critical" in raw:
+        values["critical"] = _bool(raw["critical"], f"{where}.critical")
+    if "name" in raw and raw["name"] is not None:
+        if not isinstance(raw["name"], str) or not raw["name"]:
+            raise ConfigError(f"{where}.name: expected a non-empty string")
+        values["name"] = raw["name"]
+    if "modes" in raw:
+        modes = raw["modes"]
+        if not isinstance(modes, list):
+            raise ConfigError(f"{where}.modes: expected a list of canary, shadow")
+        values["modes"] = tuple(_enum(Mode, m, f"{where}.modes") for m in modes)
+    elif spec.user_facing:
+        values["modes"] = (Mode.CANARY,)
+    try:
+        return Gate(**values)
+    except ConfigError as exc:
+        raise ConfigError(
+            str(exc).replace(f"gates[{values.get('name') or spec.name}]", where)
+        ) from exc
+
+
+def _settings(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    _check_keys(raw, set(known), where)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        default = getattr(cls(), key)
+        if isinstance(default, bool):
+            values[key] = _bool(value, f"{where}.{key}")
+        elif isinstance(default, int):
+            values[key] = _number(value, f"{where}.{key}", int)
+        elif isinstance(default, float):
+            values[key] = _number(value, f"{where}.{key}")
+        elif not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
+        else:
+            values[key] = value
+    return cls(**values)
+
+
+_POLICY_FIELDS = {f.name for f in fields(Policy)}
 
 
 def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
+    """Build and validate a policy from parsed YAML/JSON."""
+    _check_keys(raw, _POLICY_FIELDS, "policy")
     steps = raw.get("steps")
     if not isinstance(steps, list):
         raise ConfigError("steps: expected a list of steps")
-    return Policy(steps=tuple(_step(s, i) for i, s in enumerate(steps)))
+    gates = raw.get("gates", [])
+    if not isinstance(gates, list):
+        raise ConfigError("gates: expected a list of gates")
+    values: dict[str, Any] = {
+        "steps": tuple(_step(s, i) for i, s in enumerate(steps)),
+        "gates": tuple(_gate(g, i) for i, g in enumerate(gates)),
+    }
+    if "alpha" in raw:
+        values["alpha"] = _number(raw["alpha"], "alpha")
+    if "on_timeout" in raw:
+        values["on_timeout"] = _enum(TimeoutAction, raw["on_timeout"], "on_timeout")
+    for key in ("design_samples", "min_samples_per_arm"):
+        if key in raw:
+            values[key] = _number(raw[key], key, int)
+    if "srm" in raw:
+        values["srm"] = _settings(SrmSettings, raw["srm"], "srm")
+    if "drift" in raw:
+        values["drift"] = _settings(DriftSettings, raw["drift"], "drift")
+    return Policy(**values)
 
 
 def load_policy(path: Path) -> Policy:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"policy file {path} does not exist") from exc
     except yaml.YAMLError as exc:

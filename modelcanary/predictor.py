@@ -9,11 +9,16 @@ Two ways in, chosen by the flavors in the version's ``MLmodel`` file:
 - **any other flavor**: ``mlflow.pyfunc.load_model`` with a DataFrame; the score is None.
 
 Predictions and scores are JSON-native Python values (``int``, ``float``, ``str``), never
-numpy scalars, so they go straight into events and HTTP answers.
+numpy scalars, so they go straight into events and HTTP answers; a score that is not a
+finite number (a model overflowing on extreme inputs) becomes None.
+
+Every predictor carries the :class:`~modelcanary.validation.InputSchema` of its version's
+MLflow signature, which serving checks requests against before calling the model.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from modelcanary.errors import PredictionError, RegistryError
+from modelcanary.validation import FeatureKind, FeatureSpec, InputSchema
 
 Row = Mapping[str, Any]
 Prediction = tuple[Any, float | None]
@@ -50,12 +56,17 @@ class Predictor:
         *,
         flavor: str,
         numeric_features: bool = True,
+        schema: InputSchema | None = None,
     ) -> None:
         self.model = model
         self.feature_names: list[str] = list(feature_names)
         self.version = str(version)
         self.flavor = flavor
         self._numeric = numeric_features
+        if schema is None:
+            kind = FeatureKind.NUMBER if numeric_features else FeatureKind.ANY
+            schema = InputSchema(FeatureSpec(n, kind) for n in self.feature_names)
+        self.schema = schema
         self._binary_proba = (
             flavor == "sklearn"
             and hasattr(model, "predict_proba")
@@ -78,7 +89,10 @@ class Predictor:
             return [(p, None) for p in _to_list(self.model.predict(frame))]
         proba = np.asarray(self.model.predict_proba(frame), dtype=np.float64)
         predictions = _to_list(self._classes[proba.argmax(axis=1)])
-        return [(p, float(s)) for p, s in zip(predictions, proba[:, 1].tolist(), strict=True)]
+        return [
+            (p, s if math.isfinite(s) else None)
+            for p, s in zip(predictions, proba[:, 1].tolist(), strict=True)
+        ]
 
     def _frame(self, rows: Sequence[Row]) -> pd.DataFrame:
         names = self.feature_names
@@ -127,7 +141,10 @@ def load_local_predictor(path: str | Path, version: str) -> Predictor:
             f"version {version} has no input signature with column names: log it with "
             "`signature=infer_signature(X, model.predict(X))` and a DataFrame X"
         )
-    return Predictor(model, names, version, flavor=flavor, numeric_features=numeric)
+    schema = None
+    if meta.signature is not None:
+        schema = InputSchema.from_mlflow(meta.signature.inputs)
+    return Predictor(model, names, version, flavor=flavor, numeric_features=numeric, schema=schema)
 
 
 def _signature_columns(meta: Any, model: Any) -> tuple[list[str], bool]:

@@ -1,48 +1,77 @@
 """The serving router: which version answers a request, and the events every model call emits.
 
-It holds an immutable :class:`ServingSnapshot` (loaded models + routing table) that a
-background thread rebuilds from MLflow every ``reconcile_interval_s`` and swaps in one
-assignment, so a request always sees one consistent split. A challenger failure never
-reaches the user: the champion answers and the failure is recorded as the challenger's
-error event. Shadow calls run after the user's answer is computed, off the request path.
+It holds an immutable :class:`ServingSnapshot` (loaded models + routing table + rollout
+label) that :meth:`ModelRouter.reconcile` rebuilds from MLflow and swaps in one
+assignment, so a request always sees one consistent split. Reconciling happens every
+``reconcile_interval_s`` on a background thread, and more often for a few seconds after
+a decision arrives (:meth:`ModelRouter.follow`).
+
+Order of work for one request (:meth:`ModelRouter.predict`):
+
+1. validate the features against the champion's signature (4xx naming the field);
+2. route by the unit id (else the request id) with the rollout's salted hash;
+3. canary request for the challenger: call it on a thread of a small pool, waiting at
+   most ``challenger_timeout_s``. An exception, a timeout, or every thread being busy
+   records the challenger's error event (``served=false``) and falls through to 4 —
+   a challenger never fails a user and never delays them by more than the timeout;
+4. otherwise call the champion inline (it is what the request would cost without
+   modelcanary) and record its event;
+5. shadow: hand a mirrored copy to the challenger pool *after* the answer is computed;
+   its event (or error event: exception, timeout, busy) is recorded from that thread.
+
+Event publishing only appends to the publisher's queue: it never waits for Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
-from modelcanary.errors import ModelcanaryError
-from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
+from modelcanary.errors import (
+    InputRejectedError,
+    InvalidRequestError,
+    NotReadyError,
+    PredictionError,
+)
+from modelcanary.events import Arm, DecisionEvent, Mode, OutcomeEvent, PredictionEvent
 from modelcanary.rollout_store import ModelSnapshot
 from modelcanary.routing import RoutingTable
+from modelcanary.serving_metrics import CallObserver, NoMetrics
+from modelcanary.validation import InputSchema
+
+__all__ = [
+    "Answer",
+    "BatchRow",
+    "InvalidRequestError",
+    "ModelRouter",
+    "NotReadyError",
+    "ServingSnapshot",
+]
 
 log = logging.getLogger(__name__)
+
+FOLLOW_POLL_S = 0.1
+FOLLOW_MAX_S = 3.0
 
 
 class Predictor(Protocol):
     version: str
     feature_names: list[str]
+    schema: InputSchema
 
-    def predict(self, rows: list[dict[str, Any]]) -> list[tuple[Any, float | None]]: ...
+    def predict(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, float | None]]: ...
 
 
 class Publisher(Protocol):
     def publish(self, topic: str, event: Any) -> None: ...
-
-
-class InvalidRequestError(ModelcanaryError):
-    """A request a client must fix (missing or unknown features, bad values)."""
-
-
-class NotReadyError(ModelcanaryError):
-    """The router cannot answer yet (no champion registered or loaded)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,8 @@ class ServingSnapshot:
     challenger: Predictor | None = None
     table: RoutingTable = field(default_factory=RoutingTable)
     loaded_at: float = 0.0
+    rollout_id: str | None = None
+    rollout_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,26 @@ class Answer:
     score: float | None
     version: str
     arm: Arm
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One row of a batch request."""
+
+    features: dict[str, Any]
+    request_id: str | None = None
+    unit_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """The result of calling one model version on some rows."""
+
+    outputs: list[tuple[Any, float | None]] | None
+    latency_ms: float
+    error: str | None = None
+    error_kind: str | None = None  # exception | timeout | overloaded
+    value_error: bool = False  # the model raised ValueError: it rejects these values
 
 
 class ModelRouter:
@@ -73,6 +124,11 @@ class ModelRouter:
         load_predictor: Callable[[str], Predictor],
         reconcile_interval_s: float = 1.0,
         log_features: bool = True,
+        *,
+        challenger_timeout_s: float = 0.2,
+        challenger_threads: int = 4,
+        observer: CallObserver | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.predictions_topic = predictions_topic
@@ -82,37 +138,53 @@ class ModelRouter:
         self._load_predictor = load_predictor
         self.reconcile_interval_s = reconcile_interval_s
         self.log_features = log_features
+        self.challenger_timeout_s = challenger_timeout_s
+        self.observer: CallObserver = observer or NoMetrics()
+        self._on_tick = on_tick
         self.snapshot = ServingSnapshot()
         self.last_reconcile_error: str | None = None
         self._cache: dict[str, Predictor] = {}
+        self._reconcile_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._pool = ThreadPoolExecutor(challenger_threads, thread_name_prefix="challenger")
+        # Calls handed to the pool and not finished; above this the challenger is "busy".
+        self._max_pending = challenger_threads
+        self._pending = 0
+        self._pending_lock = threading.Lock()
 
     # -- control plane -------------------------------------------------------------
     def reconcile(self) -> ServingSnapshot:
         """Re-read aliases and rollout from the registry; load new versions; swap atomically."""
-        state = self._read_snapshot()
-        champion = self._predictor(state.champion_version)
-        challenger = None
-        table = RoutingTable()
-        rollout = state.rollout
-        if (
-            rollout is not None
-            and rollout.routes_traffic
-            and state.challenger_version is not None
-            and str(state.challenger_version) == rollout.challenger_version
-        ):
-            challenger = self._predictor(state.challenger_version)
-            table = RoutingTable(
-                rollout_id=rollout.rollout_id,
-                mode=rollout.mode,
-                traffic_fraction=rollout.traffic_fraction,
-                step=rollout.step,
+        with self._reconcile_lock:
+            state = self._read_snapshot()
+            champion = self._predictor(state.champion_version)
+            challenger = None
+            table = RoutingTable()
+            rollout = state.rollout
+            if (
+                rollout is not None
+                and rollout.routes_traffic
+                and state.challenger_version is not None
+                and str(state.challenger_version) == rollout.challenger_version
+            ):
+                challenger = self._predictor(state.challenger_version)
+                table = RoutingTable(
+                    rollout_id=rollout.rollout_id,
+                    mode=rollout.mode,
+                    traffic_fraction=rollout.traffic_fraction,
+                    step=rollout.step,
+                )
+            self.snapshot = ServingSnapshot(
+                champion,
+                challenger,
+                table,
+                time.time(),
+                rollout.rollout_id if rollout else None,
+                rollout.label if rollout else None,
             )
-        self.snapshot = ServingSnapshot(champion, challenger, table, time.time())
-        self._cache = {v: p for v, p in self._cache.items() if p in (champion, challenger)}
-        return self.snapshot
+            self._cache = {v: p for v, p in self._cache.items() if p in (champion, challenger)}
+            return self.snapshot
 
     def _predictor(self, version: str | None) -> Predictor | None:
         if version is None:
@@ -123,139 +195,273 @@ class ModelRouter:
             log.info("loaded %s version %s", self.model, version)
         return self._cache[version]
 
-    def start(self) -> None:
+    def _try_reconcile(self) -> None:
         try:
             self.reconcile()
             self.last_reconcile_error = None
-        except Exception as exc:  # the loop below keeps retrying
+        except Exception as exc:  # keep serving the last known split
             self.last_reconcile_error = str(exc)
-            log.warning("initial reconcile failed: %s", exc)
+            log.warning("reconcile failed, serving the last known split: %s", exc)
+
+    def start(self) -> None:
+        self._try_reconcile()
         self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.reconcile_interval_s):
-            try:
-                self.reconcile()
-                self.last_reconcile_error = None
-            except Exception as exc:  # keep serving the last known split
-                self.last_reconcile_error = str(exc)
-                log.warning("reconcile failed, serving the last known split: %s", exc)
+            self._try_reconcile()
+            if self._on_tick is not None:
+                try:
+                    self._on_tick()
+                except Exception:
+                    log.exception("periodic hook failed")
+
+    def follow(
+        self, decision: DecisionEvent, poll_s: float = FOLLOW_POLL_S, max_s: float = FOLLOW_MAX_S
+    ) -> bool:
+        """Re-read MLflow every ``poll_s`` until the rollout reflects ``decision``.
+
+        The controller writes MLflow *after* it reads the decision, so the change lands a
+        moment after the decision is seen. Stops as soon as the rollout's label equals
+        ``decision.to_state`` (or, with no ``to_state``, leaves ``from_state``; or another
+        rollout has started), else after ``max_s``. Returns whether it got there.
+        """
+        deadline = time.monotonic() + max_s
+        while not self._stop.is_set():
+            self._try_reconcile()
+            snap = self.snapshot
+            if snap.rollout_id != decision.rollout_id or (
+                snap.rollout_label == decision.to_state
+                if decision.to_state
+                else snap.rollout_label != decision.from_state
+            ):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self._stop.wait(poll_s)
+        return False
 
     def stop(self) -> None:
         self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    # -- data plane -----------------------------------------------------------------
-    def _validate(self, features: dict[str, Any], predictor: Predictor) -> None:
-        expected = set(predictor.feature_names)
-        missing = sorted(expected - features.keys())
-        extra = sorted(features.keys() - expected)
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing feature(s) {missing[:10]}")
-            if extra:
-                parts.append(f"unknown feature(s) {extra[:10]}")
-            raise InvalidRequestError("; ".join(parts))
+    # -- model calls ------------------------------------------------------------------
+    def _inline(self, predictor: Predictor, rows: Sequence[dict[str, Any]]) -> _Call:
+        started = time.perf_counter()
+        try:
+            outputs = predictor.predict(rows)
+        except Exception as exc:
+            latency = (time.perf_counter() - started) * 1000.0
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            return _Call(None, latency, error, "exception", isinstance(exc, ValueError))
+        return _Call(outputs, (time.perf_counter() - started) * 1000.0)
 
-    def _call(
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
+        """Run ``fn`` on a challenger thread, or None if every thread is busy."""
+        with self._pending_lock:
+            if self._pending >= self._max_pending:
+                return None
+            self._pending += 1
+        try:
+            future = self._pool.submit(fn, *args)
+        except RuntimeError:  # shut down
+            self._release()
+            return None
+        future.add_done_callback(self._release)
+        return future
+
+    def _release(self, _future: object = None) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def _busy(self) -> _Call:
+        return _Call(
+            None, 0.0, f"challenger busy: {self._max_pending} calls in progress", "overloaded"
+        )
+
+    def _timeout(self) -> _Call:
+        ms = self.challenger_timeout_s * 1000.0
+        return _Call(None, ms, f"timeout: no answer within {ms:.0f} ms", "timeout")
+
+    async def _guarded(self, predictor: Predictor, rows: Sequence[dict[str, Any]]) -> _Call:
+        """Call ``predictor`` on a challenger thread; never raises, never waits past the timeout."""
+        future = self._submit(self._inline, predictor, rows)
+        if future is None:
+            return self._busy()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.challenger_timeout_s)
+        except TimeoutError:
+            future.cancel()  # if it has not started; a running call is abandoned
+            return self._timeout()
+
+    def _mirror(
+        self,
+        predictor: Predictor,
+        rows: Sequence[dict[str, Any]],
+        ids: Sequence[tuple[str, str | None]],
+        table: RoutingTable,
+    ) -> None:
+        """Shadow: call the challenger on a pool thread, off the request path."""
+
+        def run() -> None:
+            call = self._inline(predictor, rows)
+            if call.error is None and call.latency_ms > self.challenger_timeout_s * 1000.0:
+                call = self._timeout()
+            self._record(predictor, Arm.CHALLENGER, Mode.SHADOW, False, rows, ids, table, call)
+
+        if self._submit(run) is None:
+            self._record(
+                predictor, Arm.CHALLENGER, Mode.SHADOW, False, rows, ids, table, self._busy()
+            )
+
+    def _record(
         self,
         predictor: Predictor,
         arm: Arm,
         mode: Mode,
         served: bool,
-        features: dict[str, Any],
-        request_id: str,
-        unit_id: str | None,
+        rows: Sequence[dict[str, Any]],
+        ids: Sequence[tuple[str, str | None]],
         table: RoutingTable,
-    ) -> tuple[PredictionEvent, bool]:
-        started = time.perf_counter()
-        try:
-            prediction, score = predictor.predict([features])[0]
-            error = None
-        except Exception as exc:
-            prediction, score, error = None, None, f"{type(exc).__name__}: {exc}"[:200]
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        event = PredictionEvent(
-            model=self.model,
-            request_id=request_id,
-            version=predictor.version,
-            arm=arm,
-            mode=mode,
-            served=served and error is None,
-            prediction=prediction,
-            score=score,
-            latency_ms=latency_ms,
-            error=error,
-            unit_id=unit_id,
-            rollout_id=table.rollout_id,
-            step=table.step,
-            traffic_fraction=table.traffic_fraction if table.rollout_id else None,
-            features=features if self.log_features else None,
-        )
-        self.publisher.publish(self.predictions_topic, event)
-        return event, error is None
+        call: _Call,
+    ) -> None:
+        """One prediction event per row, and the call's metrics."""
+        role = "shadow" if mode is Mode.SHADOW and arm is Arm.CHALLENGER else arm.value
+        self.observer.model_call(predictor.version, role, call.latency_ms / 1000.0, call.error_kind)
+        outputs = call.outputs
+        in_rollout = table.rollout_id is not None
+        for index, (request_id, unit_id) in enumerate(ids):
+            prediction, score = outputs[index] if outputs is not None else (None, None)
+            self.publisher.publish(
+                self.predictions_topic,
+                PredictionEvent(
+                    model=self.model,
+                    request_id=request_id,
+                    version=predictor.version,
+                    arm=arm,
+                    mode=mode,
+                    served=served and call.error is None,
+                    prediction=prediction,
+                    score=score,
+                    latency_ms=call.latency_ms,
+                    error=call.error,
+                    unit_id=unit_id,
+                    rollout_id=table.rollout_id,
+                    step=table.step,
+                    traffic_fraction=table.traffic_fraction if in_rollout else None,
+                    features=rows[index] if self.log_features else None,
+                ),
+            )
 
-    async def predict(
-        self, features: dict[str, Any], request_id: str | None = None, unit_id: str | None = None
-    ) -> Answer:
-        snap = self.snapshot
+    # -- data plane -----------------------------------------------------------------
+    def _champion(self, snap: ServingSnapshot) -> Predictor:
         if snap.champion is None:
             raise NotReadyError(
                 f"no champion of {self.model} is loaded yet: register a first version "
                 "(pipelines/train.py) and wait a second"
             )
-        self._validate(features, snap.champion)
+        return snap.champion
+
+    def _champion_failed(self, champion: Predictor, call: _Call) -> NoReturn:
+        if call.value_error:
+            raise InputRejectedError(
+                f"champion version {champion.version} cannot score these values: {call.error}"
+            )
+        raise PredictionError(f"champion version {champion.version} failed: {call.error}")
+
+    def _validate(self, predictor: Predictor, features: Any, where: str) -> None:
+        try:
+            predictor.schema.validate(features, where)
+        except InvalidRequestError:
+            self.observer.invalid_request()
+            raise
+
+    async def predict(
+        self, features: dict[str, Any], request_id: str | None = None, unit_id: str | None = None
+    ) -> Answer:
+        """Answer one request (see the module docstring for the order of work)."""
+        snap = self.snapshot
+        champion = self._champion(snap)
+        self._validate(champion, features, "features")
         request_id = request_id or uuid.uuid4().hex
         table = snap.table
         route = table.route(unit_id or request_id)
-        if route.served_by is Arm.CHALLENGER and snap.challenger is not None:
-            event, ok = self._call(
-                snap.challenger,
-                Arm.CHALLENGER,
-                Mode.CANARY,
-                True,
-                features,
-                request_id,
-                unit_id,
-                table,
-            )
-            if ok:
-                return Answer(
-                    request_id, event.prediction, event.score, event.version, Arm.CHALLENGER
-                )
-        event, ok = self._call(
-            snap.champion, Arm.CHAMPION, table.mode, True, features, request_id, unit_id, table
-        )
-        if not ok:
-            raise RuntimeError(f"champion version {event.version} failed: {event.error}")
-        if route.mirror_to_challenger and snap.challenger is not None:
-            task = asyncio.create_task(
-                self._shadow(snap.challenger, features, request_id, unit_id, table)
-            )
-            self._shadow_tasks.add(task)
-            task.add_done_callback(self._shadow_tasks.discard)
-        return Answer(request_id, event.prediction, event.score, event.version, Arm.CHAMPION)
+        rows = (features,)
+        ids = ((request_id, unit_id),)
+        challenger = snap.challenger
+        if route.served_by is Arm.CHALLENGER and challenger is not None:
+            call = await self._guarded(challenger, rows)
+            self._record(challenger, Arm.CHALLENGER, Mode.CANARY, True, rows, ids, table, call)
+            if call.outputs is not None:
+                prediction, score = call.outputs[0]
+                return Answer(request_id, prediction, score, challenger.version, Arm.CHALLENGER)
+        call = self._inline(champion, rows)
+        self._record(champion, Arm.CHAMPION, table.mode, True, rows, ids, table, call)
+        if call.outputs is None:
+            self._champion_failed(champion, call)
+        if route.mirror_to_challenger and challenger is not None:
+            self._mirror(challenger, rows, ids, table)
+        prediction, score = call.outputs[0]
+        return Answer(request_id, prediction, score, champion.version, Arm.CHAMPION)
 
-    async def _shadow(
-        self,
-        predictor: Predictor,
-        features: dict[str, Any],
-        request_id: str,
-        unit_id: str | None,
-        table: RoutingTable,
-    ) -> None:
-        await asyncio.to_thread(
-            self._call,
-            predictor,
-            Arm.CHALLENGER,
-            Mode.SHADOW,
-            False,
-            features,
-            request_id,
-            unit_id,
-            table,
-        )
+    async def predict_batch(self, rows: Sequence[BatchRow]) -> list[Answer]:
+        """Answer many rows at once; each row is routed by its own unit or request id.
+
+        One model call per arm: the challenger's rows together (with the same timeout and
+        fallback as :meth:`predict`), then the champion's. Every row gets its own event;
+        its ``latency_ms`` is that of the batched call it was part of.
+        """
+        snap = self.snapshot
+        champion = self._champion(snap)
+        seen: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            self._validate(champion, row.features, f"rows[{index}].features")
+            if row.request_id is not None:
+                if row.request_id in seen:
+                    raise InvalidRequestError(
+                        f"rows[{index}].request_id: {row.request_id!r} repeats "
+                        f"rows[{seen[row.request_id]}].request_id"
+                    )
+                seen[row.request_id] = index
+        table = snap.table
+        ids = [(row.request_id or uuid.uuid4().hex, row.unit_id) for row in rows]
+        routes = [table.route(unit_id or request_id) for request_id, unit_id in ids]
+        answers: list[Answer | None] = [None] * len(rows)
+        challenger = snap.challenger
+        if challenger is not None:
+            picked = [i for i, r in enumerate(routes) if r.served_by is Arm.CHALLENGER]
+            if picked:
+                sub_rows = [rows[i].features for i in picked]
+                sub_ids = [ids[i] for i in picked]
+                call = await self._guarded(challenger, sub_rows)
+                self._record(
+                    challenger, Arm.CHALLENGER, Mode.CANARY, True, sub_rows, sub_ids, table, call
+                )
+                if call.outputs is not None:
+                    for i, (prediction, score) in zip(picked, call.outputs, strict=True):
+                        answers[i] = Answer(
+                            ids[i][0], prediction, score, challenger.version, Arm.CHALLENGER
+                        )
+        rest = [i for i, answer in enumerate(answers) if answer is None]
+        if rest:
+            sub_rows = [rows[i].features for i in rest]
+            sub_ids = [ids[i] for i in rest]
+            call = self._inline(champion, sub_rows)
+            self._record(champion, Arm.CHAMPION, table.mode, True, sub_rows, sub_ids, table, call)
+            if call.outputs is None:
+                self._champion_failed(champion, call)
+            for i, (prediction, score) in zip(rest, call.outputs, strict=True):
+                answers[i] = Answer(ids[i][0], prediction, score, champion.version, Arm.CHAMPION)
+            mirrored = [i for i in rest if routes[i].mirror_to_challenger]
+            if mirrored and challenger is not None:
+                self._mirror(
+                    challenger,
+                    [rows[i].features for i in mirrored],
+                    [ids[i] for i in mirrored],
+                    table,
+                )
+        return [answer for answer in answers if answer is not None]
 
     def feedback(
         self, request_id: str, label: Any = None, kpis: dict[str, float] | None = None
@@ -268,20 +474,36 @@ class ModelRouter:
         self.publisher.publish(self.outcomes_topic, event)
         return event
 
+    # -- health -------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         snap = self.snapshot
         table = snap.table
+        stats = getattr(self.publisher, "stats", None)
+        events = stats() if callable(stats) else None
+        kafka = "ok" if events is None else str(events.state)
+        problems = []
+        if snap.champion is None:
+            problems.append("no champion loaded")
+        if self.last_reconcile_error:
+            problems.append("cannot read MLflow")
+        if kafka != "ok":
+            problems.append("Kafka unavailable: spooling events")
         return {
-            "status": "ok"
-            if snap.champion is not None and not self.last_reconcile_error
-            else "degraded",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "model": self.model,
             "champion_version": snap.champion.version if snap.champion else None,
             "challenger_version": snap.challenger.version if snap.challenger else None,
             "rollout_id": table.rollout_id,
+            "rollout_label": snap.rollout_label,
             "mode": table.mode.value,
             "traffic_fraction": table.traffic_fraction,
             "step": table.step,
             "reconciled_at": snap.loaded_at,
             "reconcile_error": self.last_reconcile_error,
+            "kafka": kafka,
+            "spool_depth": events.spool_depth if events else 0,
+            "events_dropped": events.dropped if events else 0,
+            "challenger_timeout_ms": self.challenger_timeout_s * 1000.0,
+            "worker_pid": os.getpid(),
         }

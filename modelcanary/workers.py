@@ -15,20 +15,21 @@ from modelcanary.audit import AuditLog
 from modelcanary.config import Settings
 from modelcanary.controller import Applied, Controller
 from modelcanary.errors import EventError, ModelcanaryError, RegistryError, RegistryUnavailableError
-from modelcanary.evaluator import Evaluator
+from modelcanary.evaluator_worker import MAX_SNAPSHOT_BYTES, EvaluatorWorker
 from modelcanary.events import Action, DeadLetterEvent, DecisionEvent, decode_decision
 from modelcanary.infra.topics import ensure_topics
+from modelcanary.judging import JudgeLoop
 from modelcanary.kafka_io import EventPublisher, RecordConsumer
 from modelcanary.notify import WebhookNotifier
 from modelcanary.policy import Policy
 from modelcanary.registry import Registry
 from modelcanary.rollout import Rollout
 from modelcanary.rollout_store import RolloutStore
+from modelcanary.snapshot import decode_snapshot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EVALUATOR_GROUP = "modelcanary-evaluator"
 CONTROLLER_GROUP = "modelcanary-controller"
 
 
@@ -45,47 +46,54 @@ def _rollout_reader(store: RolloutStore) -> Callable[[str], tuple[Rollout | None
     return read
 
 
-def run_evaluator(
-    settings: Settings,
-    stop: threading.Event,
-    judge_interval_s: float = 1.0,
-    on_tick: Callable[[Evaluator], None] | None = None,
-) -> Evaluator:
-    """Consume predictions and outcomes until ``stop``; judge every ``judge_interval_s``.
-
-    The evaluator reads every partition from the beginning (no group, no committed
-    offsets) and rebuilds its state from the log on restart; decisions it re-publishes
-    for states a rollout has left are ignored by the controller.
-    """
+def run_evaluator(settings: Settings, stop: threading.Event) -> EvaluatorWorker:
+    """Run one evaluator worker (a consumer-group member) until ``stop``."""
     bootstrap = settings.resolved_kafka_bootstrap()
     ensure_topics(bootstrap, settings.topics.all(), settings.partitions)
-    store = RolloutStore(Registry(settings.resolved_mlflow_uri()))
-    publisher = EventPublisher(bootstrap, client_id="modelcanary-evaluator")
-    consumer = RecordConsumer(
-        bootstrap,
-        [settings.topics.predictions, settings.topics.outcomes],
-        group_id=None,
-        client_id="modelcanary-evaluator",
-    )
-    evaluator = Evaluator(settings.topics, publisher, _rollout_reader(store))
-    next_tick = time.monotonic()
-    try:
-        while not stop.is_set():
-            for record in consumer.poll(timeout_ms=100):
-                evaluator.handle(record)
-            if time.monotonic() >= next_tick:
-                for decision in evaluator.tick():
-                    log.info(
-                        "%s %s: %s", decision.rollout_id, decision.action.value, decision.reason
-                    )
-                if on_tick is not None:
-                    on_tick(evaluator)
-                next_tick = time.monotonic() + judge_interval_s
-    finally:
-        consumer.close()
-        publisher.flush()
-        publisher.close()
-    return evaluator
+    worker = EvaluatorWorker(settings)
+    worker.run(stop)
+    return worker
+
+
+class JudgeThread(threading.Thread):
+    """Follows the evaluator-state topic, merges partition snapshots, judges on a tick."""
+
+    def __init__(
+        self, settings: Settings, publisher: EventPublisher, stop: threading.Event,
+        interval_s: float = 1.0,
+    ) -> None:  # fmt: skip
+        super().__init__(name="judge", daemon=True)
+        self.settings = settings
+        self.stop_event = stop
+        self.interval_s = interval_s
+        store = RolloutStore(Registry(settings.resolved_mlflow_uri()))
+        self.loop = JudgeLoop(settings.topics, publisher, _rollout_reader(store),
+                              watch=[settings.model_name])  # fmt: skip
+        self.key = settings.state_key.encode()
+        self.consumer = RecordConsumer(
+            settings.resolved_kafka_bootstrap(), [settings.topics.evaluator_state],
+            group_id=None, client_id="modelcanary-judge", max_fetch_bytes=MAX_SNAPSHOT_BYTES,
+        )  # fmt: skip
+
+    def run(self) -> None:
+        next_tick = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                for record in self.consumer.poll(timeout_ms=100):
+                    try:
+                        self.loop.update(decode_snapshot(record.value, self.key))
+                    except EventError as exc:
+                        log.error("ignoring a snapshot: %s", exc)
+                if time.monotonic() >= next_tick:
+                    try:
+                        for decision in self.loop.tick():
+                            log.info("%s %s: %s", decision.rollout_id, decision.action.value,
+                                     decision.reason)  # fmt: skip
+                    except ModelcanaryError as exc:
+                        log.warning("judging failed, retrying next tick: %s", exc)
+                    next_tick = time.monotonic() + self.interval_s
+        finally:
+            self.consumer.close()
 
 
 def _until_done(
@@ -148,8 +156,10 @@ def run_controller(
     stop: threading.Event,
     retry_backoff_s: float = 1.0,
     on_applied: Callable[[Applied], None] | None = None,
+    judge: bool = True,
+    judge_interval_s: float = 1.0,
 ) -> None:
-    """Apply decisions from the decisions topic until ``stop``.
+    """Judge (in a thread) and apply decisions from the decisions topic until ``stop``.
 
     Per decision, in this order: 1. apply it to MLflow (:meth:`Controller.apply`, which
     writes the rollout tag last); 2. record it as an MLflow run (idempotent by event id);
@@ -166,12 +176,16 @@ def run_controller(
     audit = AuditLog(registry)
     notifier = WebhookNotifier(settings.webhook_urls)
     publisher = EventPublisher(bootstrap, client_id="modelcanary-controller")
+    judge_thread = JudgeThread(settings, publisher, stop, judge_interval_s) if judge else None
+    if judge_thread is not None:
+        judge_thread.start()
     consumer = RecordConsumer(
         bootstrap,
         [settings.topics.decisions],
         group_id=CONTROLLER_GROUP,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
         client_id="modelcanary-controller",
     )
     try:
@@ -196,6 +210,9 @@ def run_controller(
                     on_applied(applied)
             consumer.commit()
     finally:
+        stop.set()
+        if judge_thread is not None:
+            judge_thread.join(timeout=10)
         consumer.close()
         notifier.close()
         publisher.flush()

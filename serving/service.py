@@ -1,10 +1,19 @@
-"""BentoML service for one registered model: predict, feedback, health.
+"""BentoML service for one registered model: predict, predict_batch, feedback, health.
 
-Thin on purpose: it wires a :class:`modelcanary.router.ModelRouter` to HTTP. Run it with::
+Thin on purpose: it wires a :class:`modelcanary.serving_wiring.Serving` (router, Kafka
+publisher with disk spool, decision watcher, metrics) to HTTP. Run it with::
 
     bentoml serve serving.service:ModelcanaryService --host 127.0.0.1 --port 3000
 
-The model name, Kafka and MLflow addresses come from ``MODELCANARY_*`` settings.
+The model name, Kafka and MLflow addresses, worker count and limits come from
+``MODELCANARY_*`` settings (:mod:`modelcanary.config`), read once at import.
+
+HTTP status codes: 400 for a request a client must fix (the message names the field),
+413 for a body over ``MODELCANARY_MAX_REQUEST_BYTES``, 422 when the features fit the
+signature but the champion rejects the values (it raised ``ValueError``, e.g. on an
+overflow), 503 before a champion is loaded, 500 only if the champion itself fails
+otherwise. The challenger and Kafka never cause an error.
+``/docs.json`` describes ``features`` with the current champion's signature.
 """
 
 from __future__ import annotations
@@ -12,115 +21,322 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import bentoml
-from bentoml.exceptions import InvalidArgument, ServiceUnavailable
-from pydantic import Field
+from bentoml.exceptions import (
+    InternalServerError,
+    InvalidArgument,
+    ServiceUnavailable,
+    UnprocessableEntity,
+)
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from modelcanary.config import load_settings
-from modelcanary.router import InvalidRequestError, ModelRouter, NotReadyError
-from modelcanary.serving_wiring import build_router
+from modelcanary.errors import (
+    InputRejectedError,
+    InvalidRequestError,
+    NotReadyError,
+    PredictionError,
+)
+from modelcanary.router import BatchRow
+from modelcanary.serving_metrics import ServingMetrics
+from modelcanary.serving_wiring import Serving, build_serving
 
 log = logging.getLogger("modelcanary.serving")
 
-# The one router of this worker process, for the /healthz middleware below.
-_ROUTER: list[ModelRouter] = []
+SETTINGS = load_settings()
+MAX_ID_CHARS = 200
+MAX_KPIS = 100
+# A body declared larger than the limit is read and discarded up to this size, so the
+# client gets to read the 413 instead of seeing its upload cut off.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+
+# The one Serving of this worker process, for the middleware and the OpenAPI schema.
+_SERVING: list[Serving] = []
 
 
-class HealthMiddleware:
-    """Answers ``GET /healthz`` with the router's state as JSON (BentoML's own is plain text)."""
+class _LiveFeatureSchema:
+    """Pydantic JSON-schema hook: ``features`` as the current champion's signature says.
+
+    Pydantic calls it each time the OpenAPI document is generated, so ``/docs.json``
+    follows a champion whose signature changed without a restart.
+    """
+
+    def __get_pydantic_json_schema__(self, _core_schema: Any, _handler: Any) -> dict[str, Any]:
+        champion = _SERVING[0].router.snapshot.champion if _SERVING else None
+        if champion is not None:
+            return champion.schema.json_schema()
+        return {
+            "type": "object",
+            "description": "Feature name -> value, as in the model's MLflow signature",
+            "additionalProperties": True,
+        }
+
+
+# BentoML's OpenAPI generator keeps only the first branch of a union (``anyOf``), so
+# every optional or union-typed field states its OpenAPI 3.0 schema explicitly.
+Features = Annotated[dict[str, Any], _LiveFeatureSchema()]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+RequestId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}
+OptionalId = Annotated[RequestId | None, WithJsonSchema({**_ID_SCHEMA, "nullable": True})]
+Label = Annotated[
+    bool | int | FiniteFloat | Annotated[str, Field(max_length=1000)] | None,
+    WithJsonSchema({"nullable": True, "description": "The true label: a class or a number"}),
+]
+Kpis = Annotated[
+    dict[Annotated[str, Field(max_length=MAX_ID_CHARS)], FiniteFloat] | None,
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": {"type": "number"},
+            "maxProperties": MAX_KPIS,
+            "nullable": True,
+        }
+    ),
+]
+PredictionValue = Annotated[
+    bool | int | float | str | None,
+    WithJsonSchema({"nullable": True, "description": "The model's answer: a class or a number"}),
+]
+Score = Annotated[float | None, WithJsonSchema({"type": "number", "nullable": True})]
+
+
+class PredictInput(BaseModel):
+    """Body of ``/predict``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: Features
+    request_id: OptionalId = Field(
+        default=None, description="Your id of this request (joins outcomes); generated if absent"
+    )
+    unit_id: OptionalId = Field(
+        default=None, description="Sticky routing key, e.g. a user id; the request id if absent"
+    )
+
+
+class PredictRow(PredictInput):
+    """One row of ``/predict_batch``."""
+
+
+class PredictBatchInput(BaseModel):
+    """Body of ``/predict_batch``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[PredictRow] = Field(
+        min_length=1,
+        max_length=SETTINGS.max_batch_rows,
+        description="Rows to score; each is routed by its own unit_id (else request_id)",
+    )
+
+
+class FeedbackInput(BaseModel):
+    """Body of ``/feedback``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: RequestId = Field(description="The request id /predict returned")
+    label: Label = Field(default=None, description="The true label")
+    kpis: Kpis = Field(
+        default=None,
+        max_length=MAX_KPIS,
+        description="Business outcomes by name, e.g. converted, revenue",
+    )
+
+
+class PredictAnswer(BaseModel):
+    request_id: str
+    prediction: PredictionValue
+    score: Score = Field(description="Probability of the positive class, if any")
+    version: str = Field(description="The model version that answered")
+    arm: Literal["champion", "challenger"]
+
+
+class BatchAnswer(BaseModel):
+    predictions: list[PredictAnswer]
+
+
+class FeedbackAnswer(BaseModel):
+    accepted: bool
+    event_id: str
+
+
+def _answer(answer: Any) -> PredictAnswer:
+    return PredictAnswer(
+        request_id=answer.request_id,
+        prediction=answer.prediction,
+        score=answer.score,
+        version=answer.version,
+        arm=answer.arm.value,
+    )
+
+
+class ServingMiddleware:
+    """``GET /healthz`` as JSON; request bodies above the limit get 413; fresh gauges on scrape."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.max_bytes = SETTINGS.max_request_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/healthz" and scope["method"] == "GET":
-            if _ROUTER:
-                body = _ROUTER[0].health()
-                status = 200
-            else:
-                body, status = {"status": "starting"}, 503
-            payload = json.dumps(body).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
+        path, method = scope["path"], scope["method"]
+        if path == "/healthz" and method == "GET":
+            if _SERVING:
+                await _json(send, 200, _SERVING[0].router.health())
+            else:
+                await _json(send, 503, {"status": "starting"})
+            return
+        if path == "/metrics" and _SERVING:
+            serving = _SERVING[0]
+            if isinstance(serving.metrics, ServingMetrics):
+                serving.metrics.publisher(serving.publisher.stats())
+        if method in ("POST", "PUT", "PATCH"):
+            receive = await self._limited(scope, receive, send)
+            if receive is None:
+                return
         await self.app(scope, receive, send)
+
+    async def _limited(self, scope: dict, receive: Any, send: Any) -> Any:
+        """``receive`` if the body fits (buffered when its length is not declared), else None."""
+        too_large = {
+            "error": f"request body larger than {self.max_bytes} bytes "
+            "(MODELCANARY_MAX_REQUEST_BYTES); send fewer rows per call"
+        }
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _json(send, 400, {"error": "invalid Content-Length header"})
+                    return None
+                if declared > self.max_bytes:
+                    if declared <= DRAIN_LIMIT_BYTES:
+                        await _drain(receive)  # so that the client reads the 413
+                    await _json(send, 413, too_large)
+                    return None
+                return receive
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await _json(send, 413, too_large)
+                return None
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+
+async def _drain(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+async def _json(send: Any, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 @bentoml.service(
     name="modelcanary",
+    workers=SETTINGS.serving_workers,
     traffic={"timeout": 10},
     logging={"access": {"enabled": False}},
 )
 class ModelcanaryService:
     def __init__(self) -> None:
-        self.settings = load_settings()
-        self.router = build_router(self.settings)
-        self.router.start()
-        _ROUTER[:] = [self.router]
+        self.settings = SETTINGS
+        self.serving = build_serving(self.settings)
+        self.router = self.serving.router
+        self.serving.start()
+        _SERVING[:] = [self.serving]
         gc.collect()
         gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.router.snapshot.champion is not None
 
-    @bentoml.api
+    @bentoml.api(input_spec=PredictInput)
     async def predict(
-        self,
-        features: dict[str, float | int | str | bool | None] = Field(
-            description="Feature name -> value, as in the model's MLflow signature"
-        ),
-        request_id: str | None = Field(
-            default=None, max_length=200, description="Your id of this request (joins outcomes)"
-        ),
-        unit_id: str | None = Field(
-            default=None,
-            max_length=200,
-            description="Sticky routing key, e.g. a user id; the request id when absent",
-        ),
-    ) -> dict[str, Any]:
+        self, features: dict[str, Any], request_id: str | None = None, unit_id: str | None = None
+    ) -> PredictAnswer:
         """Answer with the version the split picks; emits a prediction event per model call."""
         try:
             answer = await self.router.predict(features, request_id, unit_id)
+        except InputRejectedError as exc:
+            raise UnprocessableEntity(str(exc)) from exc
         except InvalidRequestError as exc:
             raise InvalidArgument(str(exc)) from exc
         except NotReadyError as exc:
             raise ServiceUnavailable(str(exc)) from exc
-        return {
-            "request_id": answer.request_id,
-            "prediction": answer.prediction,
-            "score": answer.score,
-            "version": answer.version,
-            "arm": answer.arm.value,
-        }
+        except PredictionError as exc:
+            log.error("%s", exc)
+            raise InternalServerError(str(exc)) from exc
+        return _answer(answer)
 
-    @bentoml.api
+    @bentoml.api(input_spec=PredictBatchInput)
+    async def predict_batch(self, rows: list[PredictRow]) -> BatchAnswer:
+        """Answer many rows in one call: one model call per arm, one event per row."""
+        batch = [BatchRow(r.features, r.request_id, r.unit_id) for r in rows]
+        try:
+            answers = await self.router.predict_batch(batch)
+        except InputRejectedError as exc:
+            raise UnprocessableEntity(str(exc)) from exc
+        except InvalidRequestError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        except NotReadyError as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+        except PredictionError as exc:
+            log.error("%s", exc)
+            raise InternalServerError(str(exc)) from exc
+        return BatchAnswer(predictions=[_answer(a) for a in answers])
+
+    @bentoml.api(input_spec=FeedbackInput)
     async def feedback(
-        self,
-        request_id: str = Field(max_length=200, description="The request id /predict returned"),
-        label: float | int | str | None = Field(default=None, description="The true label"),
-        kpis: dict[str, float] | None = Field(
-            default=None, description="Business outcomes by name, e.g. converted, revenue"
-        ),
-    ) -> dict[str, Any]:
+        self, request_id: str, label: Any = None, kpis: dict[str, float] | None = None
+    ) -> FeedbackAnswer:
         """Report what happened after a prediction; emits an outcome event."""
         try:
             event = self.router.feedback(request_id, label, kpis)
         except InvalidRequestError as exc:
             raise InvalidArgument(str(exc)) from exc
-        return {"accepted": True, "event_id": event.event_id}
+        return FeedbackAnswer(accepted=True, event_id=event.event_id)
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
-        self.router.stop()
-        self.router.publisher.flush(5.0)  # type: ignore[attr-defined]
+        self.serving.stop()
 
 
-ModelcanaryService.add_asgi_middleware(HealthMiddleware)
+ModelcanaryService.add_asgi_middleware(ServingMiddleware)

@@ -36,36 +36,49 @@ def _stop_on_signals() -> threading.Event:
 
 @app.command()
 def evaluate(
-    interval: float = typer.Option(1.0, help="Seconds between two judgements of each rollout."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run the evaluator: join predictions with outcomes, judge every running rollout.
+    """Run one evaluator worker: join predictions with outcomes, accumulate evidence.
 
-    Reads MODELCANARY_KAFKA_BOOTSTRAP / MODELCANARY_MLFLOW_URI (or the embedded services
-    started by `modelcanary up`). Stops on Ctrl-C or SIGTERM.
+    Workers form the consumer group `modelcanary-evaluator` and share the partitions;
+    start more of them to scale out. Each publishes a snapshot of its partitions every
+    MODELCANARY_SNAPSHOT_S seconds, which the controller merges and judges. Reads
+    MODELCANARY_KAFKA_BOOTSTRAP / MODELCANARY_MLFLOW_URI (or the embedded services of
+    `modelcanary up`). Stops on Ctrl-C or SIGTERM after a last snapshot.
 
-    Example: modelcanary evaluate --interval 2
+    Example: MODELCANARY_SNAPSHOT_S=1 modelcanary evaluate
     """
     from modelcanary.workers import run_evaluator
 
     _logging(verbose)
-    if interval <= 0:
-        raise ConfigError("--interval must be > 0 seconds")
-    evaluator = run_evaluator(load_settings(), _stop_on_signals(), judge_interval_s=interval)
-    console.print(f"evaluator stopped: {evaluator.counts}")
+    worker = run_evaluator(load_settings(), _stop_on_signals())
+    console.print(
+        f"evaluator stopped: {worker.evaluator.counts}, "
+        f"{worker.snapshots_published} snapshots published"
+    )
 
 
 @app.command()
-def control(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    """Run the controller: apply decisions (advance, promote, roll back, halt) to MLflow.
+def control(
+    interval: float = typer.Option(1.0, help="Seconds between two judgements of each rollout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run the controller: judge the merged evidence, apply decisions to MLflow.
 
-    Each decision is applied once, in a fixed order of side effects, and only if it was
-    made for the rollout's current state. Stops on Ctrl-C or SIGTERM.
+    It merges the evaluators' partition snapshots, judges every running rollout each
+    --interval seconds and publishes decisions; it applies each decision (advance,
+    promote, roll back, halt, and operators' pause/resume/approve/...) once, in a fixed
+    order of side effects, and only if it was made for the rollout's current state.
+    Run exactly one. Stops on Ctrl-C or SIGTERM.
+
+    Example: modelcanary control --interval 2
     """
     from modelcanary.workers import run_controller
 
     _logging(verbose)
-    run_controller(load_settings(), _stop_on_signals())
+    if interval <= 0:
+        raise ConfigError("--interval must be > 0 seconds")
+    run_controller(load_settings(), _stop_on_signals(), judge_interval_s=interval)
 
 
 def serving_dir() -> Path:

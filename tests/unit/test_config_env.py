@@ -31,6 +31,8 @@ SAMPLES: Mapping[str, str] = {
     "MAX_BATCH_ROWS": "10",
     "SPOOL_MAX_BYTES": str(2 * 1024 * 1024),
     "EVENT_DELIVERY_TIMEOUT_MS": "1000",
+    "STATE_KEY": "a-real-secret",
+    "SNAPSHOT_S": "0.5",
 }
 
 

@@ -1,0 +1,337 @@
+"""What modelcanary costs over serving the model alone: throughput and latency.
+
+    python benchmarks/serving_overhead.py --json out/serving_overhead.json
+
+Starts an embedded broker and MLflow server in a temporary folder, registers the demo
+classifier three times, and serves it three ways at once, each a real ``bentoml serve``
+with one worker:
+
+- ``plain``: ``benchmarks/plain_service.py``: BentoML, the same predictor and input
+  validation, nothing else;
+- ``canary``: modelcanary with a 10% canary of a second version, every call logged to
+  Kafka, metrics on;
+- ``shadow``: modelcanary mirroring 100% of the requests to the second version.
+
+Load comes from a separate process: ``hey`` (Debian package ``hey``) when it is on the
+PATH, else an asyncio HTTP/1.1 keep-alive client in a child Python process. The same
+request (no unit id, so every request is routed by its fresh request id) is sent to all
+three, and the variants are interleaved (a b c a b c ...) so that drift of the shared
+machine hits all alike:
+
+1. saturation: ``--concurrency`` connections as fast as they go for ``--saturation-s``;
+   ``rps`` is the median over rounds;
+2. latency: a fixed ``--rate`` requests/s (well below saturation, so no queueing) for
+   ``--latency-s``; ``p50_ms`` and ``p99_ms`` are over the pooled rounds.
+
+The JSON holds exactly: ``plain``, ``canary``, ``shadow`` (each ``rps``, ``p50_ms``,
+``p99_ms``), ``ratio_canary_rps`` (canary rps / plain rps), ``added_p99_ms_canary`` and
+``added_p50_ms_shadow`` (differences to plain). Per-round figures go to stderr and, with
+``--details PATH``, to a second JSON file. Targets: ratio >= 0.95, added p99 <= 1 ms,
+added shadow p50 <= 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+VARIANTS = ("plain", "canary", "shadow")
+
+
+# -- the load generators (run in their own process) -----------------------------------
+def _hey(url: str, body: Path, seconds: float, concurrency: int, rate: float | None) -> dict:
+    command = ["hey", "-z", f"{seconds}s", "-m", "POST", "-T", "application/json"]
+    command += ["-D", str(body), "-t", "10"]
+    if rate is None:
+        command += ["-c", str(concurrency)]
+    else:
+        workers = max(1, min(concurrency, int(rate // 25) or 1))
+        command += ["-c", str(workers), "-q", f"{rate / workers:g}", "-o", "csv"]
+    started = time.perf_counter()
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    elapsed = time.perf_counter() - started
+    if rate is None:
+        rps = next(float(line.split(":")[1]) for line in out.splitlines() if "Requests/sec" in line)
+        errors = sum(
+            int(line.split("responses")[0].split("]")[1])
+            for line in out.splitlines()
+            if line.strip().startswith("[") and not line.strip().startswith("[200]")
+        )
+        return {"rps": rps, "errors": errors}
+    rows = list(csv.DictReader(io.StringIO(out)))
+    ok = [float(r["response-time"]) * 1000.0 for r in rows if r["status-code"] == "200"]
+    return {"latencies_ms": ok, "errors": len(rows) - len(ok), "elapsed_s": elapsed}
+
+
+async def _python_load(
+    url: str, body: bytes, seconds: float, concurrency: int, rate: float | None
+) -> dict:
+    """Keep-alive HTTP/1.1 POSTs over raw asyncio streams (no client library overhead)."""
+    host_port, path = url.split("//", 1)[1].split("/", 1)
+    host, port = host_port.split(":")
+    request = (
+        f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        return head.startswith(b"HTTP/1.1 200")
+
+    async def closed_loop() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            ok = await one(reader, writer)
+            latencies.append((time.perf_counter() - started) * 1000.0)
+            errors += not ok
+        writer.close()
+
+    async def open_loop(interval: float, offset: float) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        next_at = time.perf_counter() + offset
+        while next_at < deadline:
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            started = time.perf_counter()
+            ok = await one(reader, writer)
+            latencies.append((time.perf_counter() - started) * 1000.0)
+            errors += not ok
+            next_at += interval
+        writer.close()
+
+    started = time.perf_counter()
+    if rate is None:
+        await asyncio.gather(*(closed_loop() for _ in range(concurrency)))
+        return {"rps": len(latencies) / (time.perf_counter() - started), "errors": errors}
+    workers = max(1, min(concurrency, int(rate // 25) or 1))
+    interval = workers / rate
+    await asyncio.gather(*(open_loop(interval, i * interval / workers) for i in range(workers)))
+    return {"latencies_ms": latencies, "errors": errors, "elapsed_s": time.perf_counter() - started}
+
+
+def _loadgen_main(spec: str) -> None:
+    args = json.loads(spec)
+    body = Path(args["body"]).read_bytes()
+    result = asyncio.run(
+        _python_load(args["url"], body, args["seconds"], args["concurrency"], args["rate"])
+    )
+    json.dump(result, sys.stdout)
+
+
+def run_load(
+    tool: str, url: str, body: Path, seconds: float, concurrency: int, rate: float | None
+) -> dict:
+    if tool == "hey":
+        return _hey(url, body, seconds, concurrency, rate)
+    spec = json.dumps(
+        {"url": url, "body": str(body), "seconds": seconds, "concurrency": concurrency,
+         "rate": rate}
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--loadgen-worker", spec],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+# -- the services ---------------------------------------------------------------------
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = q * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def start_services(root: Path) -> tuple[dict[str, str], list[Any], dict]:
+    """Broker, MLflow, three served variants; returns urls, handles to stop, a sample row."""
+    from modelcanary.config import Settings, Topics
+    from modelcanary.controller import Controller
+    from modelcanary.demo_data import load_demo_dataset, train_variant
+    from modelcanary.events import Mode
+    from modelcanary.infra.broker import start_broker
+    from modelcanary.infra.mlflow_server import mlflow_url, start_mlflow_server
+    from modelcanary.infra.processes import free_port, http_ok, start_detached, wait_until_ready
+    from modelcanary.infra.topics import ensure_topics
+    from modelcanary.launch import REPO_ROOT as ROOT
+    from modelcanary.launch import component_env, start_serving
+    from modelcanary.policy import Policy, Step
+    from modelcanary.registry import Registry
+
+    handles: list[Any] = []
+    broker_port, mlflow_port = free_port(), free_port()
+    handles.append(start_broker(broker_port, root / "broker.log"))
+    handles.append(start_mlflow_server(mlflow_port, root / "mlflow", root / "mlflow.log"))
+    base = Settings(
+        data_dir=root / "data",
+        kafka_bootstrap=f"127.0.0.1:{broker_port}",
+        mlflow_uri=mlflow_url(mlflow_port),
+        topics=Topics("bench"),
+        partitions=4,
+    )
+    ensure_topics(base.kafka_bootstrap or "", base.topics.all(), base.partitions)
+    registry = Registry(base.mlflow_uri or "")
+    controller = Controller(registry)
+    dataset = load_demo_dataset()
+    champion = train_variant("baseline", dataset)
+    challenger = train_variant("good", dataset)
+    sample = dataset.X_train.head(3)
+    for variant in VARIANTS:
+        registry.register_sklearn(f"bench-{variant}", champion, sample)
+    for variant, fraction, mode in (("canary", 0.1, Mode.CANARY), ("shadow", 1.0, Mode.SHADOW)):
+        version = registry.register_sklearn(f"bench-{variant}", challenger, sample)
+        controller.start(f"bench-{variant}", version, Policy(steps=(Step(fraction, mode=mode),)))
+    urls: dict[str, str] = {}
+    plain = base.with_overrides(model_name="bench-plain")
+    port = free_port()
+    log = root / "plain.log"
+    command = [sys.executable, "-m", "bentoml", "serve", "benchmarks.plain_service:PlainService",
+               "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]  # fmt: skip
+    env = component_env(plain) | {"BENTOML_HOME": str(root / "bentoml")}
+    handle = start_detached(command, log_path=log, env=env, cwd=ROOT)
+    handles.append(handle)
+    urls["plain"] = f"http://127.0.0.1:{port}"
+    wait_until_ready(
+        lambda: http_ok(f"{urls['plain']}/readyz"),
+        what="plain service",
+        process=handle,
+        log_path=log,
+        timeout_s=90,
+    )
+    for variant in ("canary", "shadow"):
+        component = start_serving(base.with_overrides(model_name=f"bench-{variant}"), free_port())
+        handles.append(component.process)
+        urls[variant] = component.url or ""
+    return urls, handles, dataset.X_test.iloc[0].to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True, help="write the result here")
+    parser.add_argument("--details", type=Path, help="write per-round figures here")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--saturation-s", type=float, default=5.0)
+    parser.add_argument("--latency-s", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the latency run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--loadgen", choices=("auto", "hey", "python"), default="auto")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    tool = args.loadgen
+    if tool == "auto":
+        tool = "hey" if shutil.which("hey") else "python"
+    for name, value in {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "BENTOML_DO_NOT_TRACK": "true",
+    }.items():
+        os.environ.setdefault(name, value)
+    from modelcanary.infra.processes import stop_processes
+
+    root = Path(tempfile.mkdtemp(prefix="modelcanary-bench-"))
+    handles: list[Any] = []
+    try:
+        urls, handles, row = start_services(root)
+        body = root / "body.json"
+        body.write_text(json.dumps({"features": row}))
+        saturation: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        latencies: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        rounds: list[dict[str, Any]] = []
+        for variant in VARIANTS:  # warm up: first calls load code paths and fill caches
+            run_load(tool, f"{urls[variant]}/predict", body, args.warmup_s, 4, None)
+        for index in range(args.rounds):
+            record: dict[str, Any] = {"round": index}
+            for variant in VARIANTS:
+                result = run_load(
+                    tool, f"{urls[variant]}/predict", body, args.saturation_s,
+                    args.concurrency, None,
+                )  # fmt: skip
+                saturation[variant].append(result["rps"])
+                record[f"{variant}_rps"] = result["rps"]
+                record[f"{variant}_saturation_errors"] = result["errors"]
+            for variant in VARIANTS:
+                result = run_load(
+                    tool, f"{urls[variant]}/predict", body, args.latency_s,
+                    args.concurrency, args.rate,
+                )  # fmt: skip
+                latencies[variant].extend(result["latencies_ms"])
+                record[f"{variant}_p50_ms"] = _percentile(result["latencies_ms"], 0.5)
+                record[f"{variant}_p99_ms"] = _percentile(result["latencies_ms"], 0.99)
+                record[f"{variant}_latency_errors"] = result["errors"]
+            rounds.append(record)
+            print(json.dumps(record), file=sys.stderr)
+        summary: dict[str, Any] = {
+            variant: {
+                "rps": round(median(saturation[variant]), 1),
+                "p50_ms": round(_percentile(latencies[variant], 0.5), 3),
+                "p99_ms": round(_percentile(latencies[variant], 0.99), 3),
+            }
+            for variant in VARIANTS
+        }
+        summary["ratio_canary_rps"] = round(summary["canary"]["rps"] / summary["plain"]["rps"], 3)
+        summary["added_p99_ms_canary"] = round(
+            summary["canary"]["p99_ms"] - summary["plain"]["p99_ms"], 3
+        )
+        summary["added_p50_ms_shadow"] = round(
+            summary["shadow"]["p50_ms"] - summary["plain"]["p50_ms"], 3
+        )
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        if args.details:
+            details = {
+                "loadgen": tool,
+                "rounds": rounds,
+                "settings": {k: str(v) for k, v in vars(args).items()},
+                "samples": {v: len(latencies[v]) for v in VARIANTS},
+                "cpus": os.cpu_count(),
+            }
+            args.details.parent.mkdir(parents=True, exist_ok=True)
+            args.details.write_text(json.dumps(details, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
+    finally:
+        if handles:
+            stop_processes(list(reversed(handles)), timeout_s=10)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--loadgen-worker":
+        _loadgen_main(sys.argv[2])
+        sys.exit(0)
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Stage 1 of the judge: turn events into per-arm metric values.
+
+A joined request contributes, per arm that produced a usable answer, one value per
+metric that its prediction, score and outcome allow:
+
+    accuracy    1 if prediction == label else 0          (any label)
+    log_loss    -log P(label), P(1) = score clipped to [1e-15, 1 - 1e-15]   (label 0/1)
+    brier       (score - label)^2                          (label 0/1)
+    mae / mse   |prediction - label|, (prediction - label)^2   (numeric label)
+    kpi.<name>  the outcome's KPI value, credited to the arm the request was routed to
+
+``score`` is the probability of the positive class (label 1) of a binary classifier.
+In canary mode a request belongs to the arm it was routed to: the challenger if it
+has a challenger prediction (a failed challenger whose user got the champion's answer
+still counts as the challenger's request: its KPIs are the challenger's, and it gives
+no quality values because the challenger gave no answer). In shadow mode both arms
+answered the same request and the values are paired; KPIs are not attributed because
+the user saw only the champion's answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
+from modelcanary.join import JoinedRequest
+from modelcanary.policy import KPI_PREFIX
+
+LOG_LOSS_EPS = 1e-15
+NO_STEP = -1
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+def _binary(label: Any) -> float | None:
+    if label is True or label is False:
+        return float(label)
+    x = _number(label)
+    return x if x in (0.0, 1.0) else None
+
+
+def _same(prediction: Any, label: Any) -> bool:
+    p, y = _number(prediction), _number(label)
+    if p is not None and y is not None:
+        return p == y
+    if isinstance(prediction, bool) or isinstance(label, bool):
+        return _binary(prediction) == _binary(label) and _binary(label) is not None
+    return str(prediction) == str(label)
+
+
+def quality_values(prediction: PredictionEvent, outcome: OutcomeEvent | None) -> dict[str, float]:
+    """Per-request quality metric values of one arm's answer (empty without a label)."""
+    if outcome is None or outcome.label is None or prediction.error is not None:
+        return {}
+    label, pred, score = outcome.label, prediction.prediction, prediction.score
+    out: dict[str, float] = {}
+    if pred is not None:
+        out["accuracy"] = 1.0 if _same(pred, label) else 0.0
+    y = _binary(label)
+    if score is not None and y is not None and math.isfinite(score) and 0.0 <= score <= 1.0:
+        p1 = min(max(score, LOG_LOSS_EPS), 1.0 - LOG_LOSS_EPS)
+        out["log_loss"] = -math.log(p1 if y == 1.0 else 1.0 - p1)
+        out["brier"] = (score - y) ** 2
+    p, yv = _number(pred), _number(label)
+    if p is not None and yv is not None:
+        out["mae"] = abs(p - yv)
+        out["mse"] = (p - yv) ** 2
+    return out
+
+
+def step_of(prediction: PredictionEvent) -> int:
+    return prediction.step if prediction.step is not None else NO_STEP
+
+
+@dataclass(frozen=True)
+class RequestValues:
+    """What one joined request contributes to the evidence."""
+
+    mode: Mode
+    step: int
+    arm_values: dict[Arm, dict[str, float]] = field(default_factory=dict)  # canary
+    paired: dict[str, tuple[float, float]] = field(default_factory=dict)  # shadow: (chal, champ)
+
+
+def request_values(request: JoinedRequest) -> RequestValues | None:
+    """Stage 1 for a joined request; None when it carries nothing to compare."""
+    if not request.predictions:
+        return None
+    mode = request.mode
+    outcome = request.outcome
+    if mode is Mode.SHADOW:
+        challenger = request.prediction_of(Arm.CHALLENGER)
+        champion = request.prediction_of(Arm.CHAMPION)
+        if challenger is None or champion is None:
+            return None
+        xs, ys = quality_values(challenger, outcome), quality_values(champion, outcome)
+        paired = {m: (xs[m], ys[m]) for m in xs.keys() & ys.keys()}
+        return RequestValues(mode, step_of(challenger), paired=paired)
+    routed = Arm.CHALLENGER if Arm.CHALLENGER in request.predictions else Arm.CHAMPION
+    prediction = request.predictions[routed]
+    values = quality_values(prediction, outcome)
+    if outcome is not None:
+        for name, value in outcome.kpis.items():
+            x = _number(value)
+            if x is not None:
+                values[f"{KPI_PREFIX}{name}"] = x
+    return RequestValues(mode, step_of(prediction), arm_values={routed: values})

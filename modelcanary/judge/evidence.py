@@ -1,0 +1,314 @@
+"""Per-rollout evidence: mergeable accumulators of everything the judge compares.
+
+One :class:`RolloutEvidence` per rollout. The evaluator feeds it every prediction event
+(:meth:`~RolloutEvidence.observe_prediction`) and every joined request
+(:meth:`~RolloutEvidence.observe_request`); workers that each saw a partition merge
+their evidence into one (:meth:`~RolloutEvidence.merge` equals one pass over the
+union). It holds only sufficient statistics and bounded samples, never raw history:
+
+- per (mode, arm, step): calls and errors (error rate; sample counts), latency moments;
+- per (mode, arm): a latency sketch (p50/p95/p99);
+- canary, per (metric, arm, step): moments of each quality metric and KPI;
+- shadow, per (metric, step): paired co-moments (challenger, champion) of each metric;
+- per (step, mode, traffic fraction): the challenger's share, for the SRM test;
+- per (mode, arm): bounded uniform samples of inputs and outputs, for drift.
+
+Steps are strata: the judge combines per-step estimates, so a change of traffic mix
+between steps cannot bias a comparison. Bulk ``add_*`` methods take numpy arrays for
+replays and simulations (the decision-quality benchmark) and are equivalent to
+observing the same values one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from modelcanary.events import Arm, Mode, PredictionEvent
+from modelcanary.join import JoinedRequest
+from modelcanary.judge.clean import NO_STEP, request_values, step_of
+from modelcanary.stats.bernoulli import Bernoulli
+from modelcanary.stats.moments import CoMoments, Moments
+from modelcanary.stats.quantiles import LogHistogram
+from modelcanary.stats.reservoir import Reservoir
+from modelcanary.stats.srm import RatioCounts
+
+BINARY_METRICS = frozenset({"accuracy"})
+ArmStats = Moments | Bernoulli
+
+
+def _merge_into(mine: dict[Any, Any], theirs: dict[Any, Any]) -> None:
+    for key, acc in theirs.items():
+        if key in mine:
+            mine[key].merge(acc)
+        else:
+            mine[key] = acc.copy()
+
+
+class RolloutEvidence:
+    """Everything observed about one rollout, as mergeable, picklable accumulators."""
+
+    def __init__(
+        self,
+        sketch_accuracy: float = 0.01,
+        sample_size: int = 1000,
+        max_units_per_step: int = 200_000,
+    ) -> None:
+        self.sketch_accuracy = sketch_accuracy
+        self.sample_size = sample_size
+        self.max_units_per_step = max_units_per_step
+        self._calls: dict[tuple[Mode, Arm, int], Bernoulli] = {}
+        self._latency_moments: dict[tuple[Mode, Arm, int], Moments] = {}
+        self._latency: dict[tuple[Mode, Arm], LogHistogram] = {}
+        self._two_sample: dict[tuple[str, Arm, int], ArmStats] = {}
+        self._paired: dict[tuple[str, int], CoMoments] = {}
+        self._ratio: dict[tuple[int, Mode, float], RatioCounts] = {}
+        self._inputs: dict[tuple[Mode, Arm], Reservoir] = {}
+        self._outputs: dict[tuple[Mode, Arm], Reservoir] = {}
+        self.requests_joined = 0
+        self.requests_without_outcome = 0
+        self.drift_cache: dict[Any, Any] = {}  # memo of the judge, not evidence: never merged
+
+    # ------------------------------------------------------------------ observing events
+
+    def observe_prediction(self, p: PredictionEvent) -> RolloutEvidence:
+        step = step_of(p)
+        key = (p.mode, p.arm, step)
+        self._calls.setdefault(key, Bernoulli()).update(p.error is not None)
+        latency = max(float(p.latency_ms), 0.0)
+        self._latency_moments.setdefault(key, Moments()).update(latency)
+        self._sketch(p.mode, p.arm).update(latency)
+        if p.traffic_fraction is not None and p.step is not None:
+            self._count_assignment(p)
+        if p.features:
+            self._reservoir(self._inputs, p.mode, p.arm).update(p.request_id, dict(p.features))
+        if p.error is None:
+            output = p.score if p.score is not None else p.prediction
+            if output is not None and not isinstance(output, dict | list):
+                self._reservoir(self._outputs, p.mode, p.arm).update(
+                    p.request_id, {"output": output}
+                )
+        return self
+
+    def _count_assignment(self, p: PredictionEvent) -> None:
+        """Count the request for the SRM test, following how the router emits events.
+
+        Canary: each request is routed to one arm; a challenger that fails falls back to
+        the champion, which then emits its own event. So a request is a champion event,
+        or a successful challenger event, or a failed challenger event plus its
+        champion fallback (counted once, at the fallback). Shadow: the champion answers
+        every request and only its successful answers are mirrored, so a request is a
+        successful champion event; a challenger event marks it as mirrored.
+        """
+        key = (p.step, p.mode, float(p.traffic_fraction))  # type: ignore[arg-type]
+        counts = self._ratio.get(key)
+        if counts is None:
+            counts = self._ratio[key] = RatioCounts(self.max_units_per_step)
+        challenger = p.arm is Arm.CHALLENGER
+        failed = p.error is not None
+        if p.mode is Mode.CANARY:
+            total = 0 if (challenger and failed) else 1
+        else:
+            total = 1 if (not challenger and not failed) else 0
+            if not challenger and failed:
+                return  # no mirror, not a request of the test
+        if p.unit_id is None:
+            counts.add(int(challenger), total)
+        else:
+            counts.observe_unit(p.unit_id, challenger)
+
+    def observe_request(self, j: JoinedRequest) -> RolloutEvidence:
+        if j.outcome is None:
+            self.requests_without_outcome += 1
+            return self
+        self.requests_joined += 1
+        values = request_values(j)
+        if values is None:
+            return self
+        for arm, metrics in values.arm_values.items():
+            for metric, x in metrics.items():
+                self._arm_stats(metric, arm, values.step).update(x)
+        for metric, (x, y) in values.paired.items():
+            self._paired.setdefault((metric, values.step), CoMoments()).update(x, y)
+        return self
+
+    # ------------------------------------------------------------ bulk (replay, simulation)
+
+    def add_predictions(
+        self,
+        arm: Arm,
+        mode: Mode,
+        latencies_ms: ArrayLike,
+        errors: ArrayLike | None = None,
+        step: int = 0,
+        traffic_fraction: float | None = None,
+    ) -> RolloutEvidence:
+        """Many prediction events of one arm without unit ids or features, counted for
+        the SRM test like :meth:`observe_prediction` counts them."""
+        lat = np.maximum(np.asarray(latencies_ms, dtype=float).ravel(), 0.0)
+        err = np.zeros(lat.size, bool) if errors is None else np.asarray(errors, bool).ravel()
+        key = (mode, arm, step)
+        self._calls.setdefault(key, Bernoulli()).update_many(err)
+        self._latency_moments.setdefault(key, Moments()).update_many(lat)
+        self._sketch(mode, arm).update_many(lat)
+        if traffic_fraction is not None:
+            counts = self._ratio.setdefault(
+                (step, mode, float(traffic_fraction)), RatioCounts(self.max_units_per_step)
+            )
+            failures = int(err.sum())
+            if arm is Arm.CHALLENGER:
+                counts.add(lat.size, lat.size - failures if mode is Mode.CANARY else 0)
+            else:
+                counts.add(0, lat.size if mode is Mode.CANARY else lat.size - failures)
+        return self
+
+    def add_metric(
+        self, metric: str, arm: Arm, values: ArrayLike, step: int = 0
+    ) -> RolloutEvidence:
+        """Canary: many values of one metric for the requests routed to ``arm``."""
+        self._arm_stats(metric, arm, step).update_many(values)
+        self.requests_joined += int(np.asarray(values).size)
+        return self
+
+    def add_paired(
+        self, metric: str, challenger: ArrayLike, champion: ArrayLike, step: int = 0
+    ) -> RolloutEvidence:
+        """Shadow: values of one metric for requests both arms answered."""
+        self._paired.setdefault((metric, step), CoMoments()).update_many(challenger, champion)
+        self.requests_joined += int(np.asarray(challenger).size)
+        return self
+
+    # ----------------------------------------------------------------------------- merge
+
+    def merge(self, other: RolloutEvidence) -> RolloutEvidence:
+        """Fold ``other`` into this evidence (in place) and return self."""
+        _merge_into(self._calls, other._calls)
+        _merge_into(self._latency_moments, other._latency_moments)
+        _merge_into(self._latency, other._latency)
+        _merge_into(self._two_sample, other._two_sample)
+        _merge_into(self._paired, other._paired)
+        for key, counts in other._ratio.items():
+            self._ratio.setdefault(key, RatioCounts(self.max_units_per_step)).merge(counts)
+        for mine, theirs in ((self._inputs, other._inputs), (self._outputs, other._outputs)):
+            for key, res in theirs.items():
+                mine.setdefault(key, Reservoir(self.sample_size)).merge(res)
+        self.requests_joined += other.requests_joined
+        self.requests_without_outcome += other.requests_without_outcome
+        self.drift_cache.clear()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["drift_cache"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------------ reading (judge)
+
+    def arm_strata(self, metric: str, mode: Mode) -> dict[int, tuple[ArmStats, ArmStats]]:
+        """Two-sample data per step: (challenger, champion) statistics of ``metric``.
+        Quality metrics and KPIs come from canary requests; ``error_rate`` and
+        ``latency_mean`` from the prediction events of ``mode``."""
+        if metric == "error_rate":
+            return self._by_step(self._calls, mode)
+        if metric == "latency_mean":
+            return self._by_step(self._latency_moments, mode)
+        if mode is not Mode.CANARY:
+            return {}
+        steps = {s for (m, _, s) in self._two_sample if m == metric}
+        out: dict[int, tuple[ArmStats, ArmStats]] = {}
+        for step in sorted(steps):
+            c = self._two_sample.get((metric, Arm.CHALLENGER, step))
+            o = self._two_sample.get((metric, Arm.CHAMPION, step))
+            if c is not None and o is not None:
+                out[step] = (c, o)
+        return out
+
+    def paired_strata(self, metric: str) -> dict[int, CoMoments]:
+        """Shadow data per step: co-moments of (challenger, champion) values."""
+        return {s: cm for (m, s), cm in sorted(self._paired.items()) if m == metric}
+
+    def arm_count(self, metric: str, arm: Arm, mode: Mode | None = None) -> int:
+        if metric in ("error_rate", "latency_mean"):
+            return sum(
+                b.n for (md, a, _), b in self._calls.items() if a is arm and mode in (None, md)
+            )
+        return sum(s.n for (m, a, _), s in self._two_sample.items() if m == metric and a is arm)
+
+    def latency_sketch(self, mode: Mode, arm: Arm) -> LogHistogram:
+        return self._latency.get((mode, arm)) or LogHistogram(self.sketch_accuracy)
+
+    def predictions(self, arm: Arm, step: int | None = None) -> int:
+        """Prediction events of ``arm`` (in one step, or in all)."""
+        return sum(b.n for (_, a, s), b in self._calls.items() if a is arm and step in (None, s))
+
+    def ratio_strata(self) -> dict[str, tuple[float, RatioCounts]]:
+        return {
+            f"step {step} {mode.value} {fraction:g}": (fraction, counts)
+            for (step, mode, fraction), counts in sorted(self._ratio.items())
+        }
+
+    def inputs(self, mode: Mode, arm: Arm) -> Reservoir:
+        return self._inputs.get((mode, arm)) or Reservoir(self.sample_size)
+
+    def outputs(self, mode: Mode, arm: Arm) -> Reservoir:
+        return self._outputs.get((mode, arm)) or Reservoir(self.sample_size)
+
+    def summary(self) -> dict[str, Any]:
+        """Sample counts for the judgement's evidence."""
+        return {
+            "predictions": {arm.value: self.predictions(arm) for arm in Arm},
+            "errors": {
+                arm.value: sum(b.successes for (_, a, _), b in self._calls.items() if a is arm)
+                for arm in Arm
+            },
+            "requests_joined": self.requests_joined,
+            "requests_without_outcome": self.requests_without_outcome,
+            "steps_seen": sorted({s for (_, _, s) in self._calls if s != NO_STEP}),
+        }
+
+    # ---------------------------------------------------------------------------- helpers
+
+    def _by_step(
+        self, table: dict[tuple[Mode, Arm, int], Any], mode: Mode
+    ) -> dict[int, tuple[Any, Any]]:
+        steps = sorted({s for (md, _, s) in table if md is mode})
+        out = {}
+        for step in steps:
+            c, o = table.get((mode, Arm.CHALLENGER, step)), table.get((mode, Arm.CHAMPION, step))
+            if c is not None and o is not None:
+                out[step] = (c, o)
+        return out
+
+    def _arm_stats(self, metric: str, arm: Arm, step: int) -> ArmStats:
+        key = (metric, arm, step)
+        acc = self._two_sample.get(key)
+        if acc is None:
+            acc = self._two_sample[key] = Bernoulli() if metric in BINARY_METRICS else Moments()
+        return acc
+
+    def _sketch(self, mode: Mode, arm: Arm) -> LogHistogram:
+        sketch = self._latency.get((mode, arm))
+        if sketch is None:
+            sketch = self._latency[(mode, arm)] = LogHistogram(self.sketch_accuracy)
+        return sketch
+
+    def _reservoir(
+        self, table: dict[tuple[Mode, Arm], Reservoir], mode: Mode, arm: Arm
+    ) -> Reservoir:
+        res = table.get((mode, arm))
+        if res is None:
+            res = table[(mode, arm)] = Reservoir(self.sample_size)
+        return res
+
+    @staticmethod
+    def merged(parts: Iterable[RolloutEvidence]) -> RolloutEvidence:
+        out = RolloutEvidence()
+        for part in parts:
+            out.merge(part)
+        return out

@@ -1,0 +1,151 @@
+"""The judge loop: merge partition snapshots into one view per rollout, judge, publish.
+
+Evaluator workers each own some partitions and publish a snapshot per partition; this
+loop keeps the latest snapshot of every partition, merges the evidence of each rollout
+across them (merging equals one pass over the union, so the decision does not depend
+on how many workers there are), judges every running rollout on a tick and publishes
+the decisions worth acting on. It runs in the controller process: one judge, however
+many evaluators.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelcanary.config import Topics
+from modelcanary.events import Action, DecisionEvent
+from modelcanary.judge import JudgeContext, Judgement, RolloutEvidence, judge
+from modelcanary.policy import Policy
+from modelcanary.rollout import Rollout, RolloutState, apply_action
+from modelcanary.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+RolloutReader = Callable[[str], tuple[Rollout | None, Policy | None]]
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, event: Any) -> None: ...
+
+
+@dataclass
+class _Published:
+    keys: set[tuple[str, str]] = field(default_factory=set)
+    last_hold: float = 0.0
+
+
+class JudgeLoop:
+    def __init__(
+        self,
+        topics: Topics,
+        publisher: Publisher,
+        read_rollout: RolloutReader,
+        hold_every_s: float = 10.0,
+        watch: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topics = topics
+        self.publisher = publisher
+        self.read_rollout = read_rollout
+        self.hold_every_s = hold_every_s
+        self.clock = clock
+        self.models: set[str] = set(watch)
+        self.snapshots: dict[int, Snapshot] = {}
+        self.last_judgements: dict[str, Judgement] = {}
+        self._published: dict[str, _Published] = {}
+
+    def update(self, snapshot: Snapshot) -> None:
+        current = self.snapshots.get(snapshot.partition)
+        if current is None or snapshot.written_at >= current.written_at:
+            self.snapshots[snapshot.partition] = snapshot
+            self.models.update(snapshot.models.values())
+
+    def evidence(self, rollout_id: str) -> RolloutEvidence:
+        parts = [
+            s.evidence[rollout_id] for s in self.snapshots.values() if rollout_id in s.evidence
+        ]
+        return RolloutEvidence.merged(parts) if parts else RolloutEvidence()
+
+    def judge_rollout(self, rollout: Rollout, policy: Policy, now: float) -> Judgement:
+        ctx = JudgeContext(
+            rollout_id=rollout.rollout_id,
+            step_index=rollout.step,
+            step_started_at=rollout.step_started_at,
+            now=now,
+        )
+        judgement = judge(policy, self.evidence(rollout.rollout_id), ctx)
+        if (
+            judgement.action in (Action.ADVANCE, Action.PROMOTE)
+            and policy.steps[rollout.step].requires_approval
+            and rollout.awaits_approval_of_step
+        ):
+            judgement = Judgement(
+                action=Action.HOLD,
+                reason=(
+                    f"Waiting for approval: every gate passed at step {rollout.step + 1}, "
+                    f"which needs a manual approval (`modelcanary rollout approve "
+                    f"{rollout.model}`)."
+                ),
+                verdicts=judgement.verdicts,
+                evidence={**judgement.evidence, "awaiting_approval": True},
+            )
+        self.last_judgements[rollout.rollout_id] = judgement
+        return judgement
+
+    def tick(self) -> list[DecisionEvent]:
+        """Judge every running rollout once; publish what should be acted on."""
+        now = self.clock()
+        decisions: list[DecisionEvent] = []
+        for model in sorted(self.models):
+            rollout, policy = self.read_rollout(model)
+            if rollout is None or policy is None or rollout.state is not RolloutState.RUNNING:
+                continue
+            judgement = self.judge_rollout(rollout, policy, now)
+            decision = _decision(rollout, policy, judgement, now)
+            if decision is None or not self._worth_publishing(rollout, decision, now):
+                continue
+            self.publisher.publish(self.topics.decisions, decision)
+            decisions.append(decision)
+        return decisions
+
+    def _worth_publishing(self, rollout: Rollout, decision: DecisionEvent, now: float) -> bool:
+        """Holds at most every ``hold_every_s``; any other decision once per state."""
+        published = self._published.setdefault(rollout.rollout_id, _Published())
+        if decision.action is Action.HOLD:
+            if now - published.last_hold < self.hold_every_s:
+                return False
+            published.last_hold = now
+            return True
+        key = (rollout.label, decision.action.value)
+        if key in published.keys:
+            return False
+        published.keys.add(key)
+        return True
+
+
+def _decision(
+    rollout: Rollout, policy: Policy, judgement: Judgement, now: float
+) -> DecisionEvent | None:
+    try:
+        target = apply_action(rollout, judgement.action, policy, now, judgement.reason)
+    except Exception as exc:
+        log.warning("judge asked for %s, illegal now: %s", judgement.action.value, exc)
+        return None
+    return DecisionEvent(
+        model=rollout.model,
+        rollout_id=rollout.rollout_id,
+        action=judgement.action,
+        from_state=rollout.label,
+        to_state=target.label,
+        traffic_fraction=target.traffic_fraction,
+        reason=judgement.reason,
+        evidence={
+            **judgement.evidence,
+            "champion_version": rollout.champion_version,
+            "challenger_version": rollout.challenger_version,
+        },
+    )

@@ -1,0 +1,67 @@
+"""Mergeable uniform sample of bounded size: bottom-k sampling by a stable hash.
+
+Each item is keyed by a 64-bit hash of its id (the request id); the sample is the k
+items with the smallest keys (Cohen & Kaplan 2007, "Summarizing data using bottom-k
+sketches", PODC). Hash order is independent of the data, so the sample is uniform
+without replacement, and the bottom k of a union is the bottom k of the parts' bottom
+k: merging two samples equals one pass over the union, exactly, whatever the order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterator
+from typing import Any
+
+
+def _key(item_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
+
+
+class Reservoir:
+    """Up to ``size`` items, a uniform sample of everything offered; ``seen`` counts all."""
+
+    def __init__(self, size: int = 1000) -> None:
+        if size < 1:
+            raise ValueError(f"size {size} must be >= 1")
+        self.size = size
+        self.seen = 0
+        self._heap: list[tuple[int, str]] = []  # (-key, id): a max-heap of kept keys
+        self._items: dict[str, Any] = {}
+
+    def update(self, item_id: str, item: Any) -> Reservoir:
+        self.seen += 1
+        if item_id in self._items:
+            return self
+        self._offer(_key(item_id), item_id, item)
+        return self
+
+    def _offer(self, key: int, item_id: str, item: Any) -> None:
+        if len(self._heap) < self.size:
+            heapq.heappush(self._heap, (-key, item_id))
+            self._items[item_id] = item
+        elif key < -self._heap[0][0]:
+            _, dropped = heapq.heapreplace(self._heap, (-key, item_id))
+            del self._items[dropped]
+            self._items[item_id] = item
+
+    def merge(self, other: Reservoir) -> Reservoir:
+        self.seen += other.seen
+        for neg_key, item_id in other._heap:
+            if item_id not in self._items:
+                self._offer(-neg_key, item_id, other._items[item_id])
+        return self
+
+    def items(self) -> list[Any]:
+        """The sampled items in hash order (deterministic for a given set)."""
+        return [self._items[i] for _, i in sorted(self._heap, reverse=True)]
+
+    def ids(self) -> set[str]:
+        return set(self._items)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items())

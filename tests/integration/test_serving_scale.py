@@ -1,0 +1,142 @@
+"""Two replicas, one of them with two workers: every worker routes every unit alike, and a
+decision on the decisions topic is applied by all of them within a second.
+
+Routers here re-read MLflow only every 30 s on their own, so only the decision watcher
+can explain a change seen within a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from modelcanary.config import Settings
+from modelcanary.controller import Controller
+from modelcanary.demo_data import load_demo_dataset, train_variant
+from modelcanary.events import Action, DecisionEvent
+from modelcanary.infra.topics import ensure_topics
+from modelcanary.kafka_io import EventPublisher
+from modelcanary.launch import Component, start_serving
+from modelcanary.policy import Policy, Step
+from modelcanary.registry import Registry
+from tests.conftest import free_port
+from tests.integration.serving_stack import serving_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+APPLY_WITHIN_S = 1.0
+
+
+@dataclass
+class Replicas:
+    settings: Settings
+    controller: Controller
+    a: Component  # two workers
+    b: Component  # one worker
+    row: dict[str, float]
+    versions: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    kafka_bootstrap: str, mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replicas]:
+    settings = serving_settings(
+        tmp_path_factory.mktemp("scale"), kafka_bootstrap, mlflow_uri, reconcile_interval_s=30.0
+    )
+    ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions)
+    registry = Registry(mlflow_uri)
+    dataset = load_demo_dataset()
+    model = settings.model_name
+    sample = dataset.X_train.head(3)
+    versions = {v: registry.register_sklearn(model, train_variant(v, dataset), sample)
+                for v in ("baseline", "good")}  # fmt: skip
+    controller = Controller(registry)
+    controller.start(model, versions["good"], Policy(steps=(Step(0.3), Step(1.0))))
+    a = start_serving(settings, free_port(), workers=2)
+    try:
+        b = start_serving(settings, free_port(), workers=1)
+        try:
+            yield Replicas(settings, controller, a, b, dataset.X_test.iloc[0].to_dict(), versions)
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def _fresh(url: str, path: str, body: dict | None = None) -> dict:
+    """One call on a new connection, so that the kernel may hand it to any worker."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        response = client.post(path, json=body) if body is not None else client.get(path)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _workers(url: str, expected: int, timeout_s: float = 30.0) -> dict[int, dict]:
+    """Health of each worker behind ``url``, by pid (polled until ``expected`` answered)."""
+    seen: dict[int, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < expected:
+        assert time.monotonic() < deadline, f"only workers {sorted(seen)} answered"
+        health = _fresh(url, "/healthz")
+        seen[health["worker_pid"]] = health
+    return seen
+
+
+def test_every_worker_of_every_replica_routes_each_unit_alike(replicas: Replicas) -> None:
+    urls = [replicas.a.url or "", replicas.b.url or ""]
+    assert len(_workers(urls[0], 2)) == 2
+    answers: dict[str, set[str]] = {}
+    for i in range(120):
+        unit = f"user-{i}"
+        for url in urls:
+            for _ in range(2):
+                body = _fresh(url, "/predict", {"features": replicas.row, "unit_id": unit})
+                answers.setdefault(unit, set()).add(body["version"])
+    assert all(len(versions) == 1 for versions in answers.values()), answers
+    share = sum(v == {replicas.versions["good"]} for v in answers.values()) / len(answers)
+    assert 0.3 - 5 * (0.21 / 120) ** 0.5 < share < 0.3 + 5 * (0.21 / 120) ** 0.5
+
+
+def test_a_decision_reaches_every_worker_within_a_second(replicas: Replicas) -> None:
+    settings, controller = replicas.settings, replicas.controller
+    model = settings.model_name
+    urls = {"a": replicas.a.url or "", "b": replicas.b.url or ""}
+    expected = {"a": 2, "b": 1}
+    for name, url in urls.items():
+        for health in _workers(url, expected[name]).values():
+            assert health["rollout_label"] == "running:0"
+    rollout = controller.store.load(model)
+    assert rollout is not None
+    decision = DecisionEvent(
+        model=model,
+        rollout_id=rollout.rollout_id,
+        action=Action.ADVANCE,
+        from_state="running:0",
+        to_state="running:1",
+        traffic_fraction=1.0,
+        reason="test: advance",
+    )
+    publisher = EventPublisher(settings.kafka_bootstrap or "")
+    publisher.publish(settings.topics.decisions, decision)
+    assert publisher.flush(5.0)
+    publisher.close()
+    time.sleep(0.3)  # the controller reads the decision, then writes MLflow
+    assert controller.apply(decision).applied
+    applied_at = time.monotonic()
+    pending = {(name, pid) for name in urls for pid in _workers(urls[name], expected[name])}
+    while pending:
+        elapsed = time.monotonic() - applied_at
+        assert elapsed < APPLY_WITHIN_S, f"not applied after {elapsed:.2f} s by {pending}"
+        for name, url in urls.items():
+            health = _fresh(url, "/healthz")
+            if health["rollout_label"] == "running:1" and health["traffic_fraction"] == 1.0:
+                pending.discard((name, health["worker_pid"]))
+    for url in urls.values():
+        for i in range(20):
+            body = _fresh(url, "/predict", {"features": replicas.row, "unit_id": f"user-{i}"})
+            assert body["version"] == replicas.versions["good"]

@@ -1,4 +1,4 @@
-"""An evaluator worker: one member of the ``modelcanary-evaluator`` consumer group.
+"""An evaluator worker: one member of the ``<topic prefix>.evaluator`` consumer group.
 
 Workers share the partitions of the predictions and outcomes topics (the range
 assignor gives partition ``p`` of both topics to the same member, since both have the
@@ -38,7 +38,6 @@ from modelcanary.snapshot import Snapshot, decode_snapshot, encode_snapshot
 
 log = logging.getLogger(__name__)
 
-EVALUATOR_GROUP = "modelcanary-evaluator"
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
@@ -114,7 +113,7 @@ class EvaluatorWorker:
             self.consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap.split(","),
                 client_id=f"modelcanary-evaluator-{self.worker_id}",
-                group_id=EVALUATOR_GROUP,
+                group_id=f"{settings.topics.prefix}.evaluator",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 session_timeout_ms=settings.session_timeout_ms,

@@ -30,7 +30,6 @@ from modelcanary.snapshot import decode_snapshot
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CONTROLLER_GROUP = "modelcanary-controller"
 
 
 def _rollout_reader(store: RolloutStore) -> Callable[[str], tuple[Rollout | None, Policy | None]]:
@@ -182,7 +181,7 @@ def run_controller(
     consumer = RecordConsumer(
         bootstrap,
         [settings.topics.decisions],
-        group_id=CONTROLLER_GROUP,
+        group_id=f"{settings.topics.prefix}.controller",
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,

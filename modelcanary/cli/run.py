@@ -40,7 +40,7 @@ def evaluate(
 ) -> None:
     """Run one evaluator worker: join predictions with outcomes, accumulate evidence.
 
-    Workers form the consumer group `modelcanary-evaluator` and share the partitions;
+    Workers form the consumer group `<topic prefix>.evaluator` and share the partitions;
     start more of them to scale out. Each publishes a snapshot of its partitions every
     MODELCANARY_SNAPSHOT_S seconds, which the controller merges and judges. Reads
     MODELCANARY_KAFKA_BOOTSTRAP / MODELCANARY_MLFLOW_URI (or the embedded services of

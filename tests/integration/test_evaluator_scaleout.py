@@ -1,0 +1,128 @@
+"""Evaluator workers as real processes in one consumer group on a real broker.
+
+Two workers decide exactly as one on the same preloaded events; a worker killed with
+SIGKILL mid-stream is replaced by the other, and the final verdict does not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from modelcanary.config import Settings, Topics
+from modelcanary.evaluator_worker import read_latest_snapshots
+from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
+from modelcanary.infra.topics import ensure_topics
+from modelcanary.judging import JudgeLoop
+from modelcanary.kafka_io import EventPublisher
+from modelcanary.launch import Component, start_worker
+from modelcanary.policy import default_policy
+from modelcanary.rollout import new_rollout
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REQUESTS = 12_000
+POLICY = dataclasses.replace(
+    default_policy(),
+    steps=(dataclasses.replace(default_policy().steps[0], traffic_fraction=0.3),),
+)
+
+
+def events(seed: int = 7) -> list[PredictionEvent | OutcomeEvent]:
+    rng = random.Random(seed)
+    out: list[PredictionEvent | OutcomeEvent] = []
+    for i in range(REQUESTS):
+        arm = Arm.CHALLENGER if rng.random() < 0.3 else Arm.CHAMPION
+        label = rng.randrange(2)
+        correct = rng.random() < (0.85 if arm is Arm.CHALLENGER else 0.95)
+        out.append(PredictionEvent(
+            model="m", request_id=f"req-{i}", version="2" if arm is Arm.CHALLENGER else "1",
+            arm=arm, mode=Mode.CANARY, served=True, prediction=label if correct else 1 - label,
+            score=None, latency_ms=rng.uniform(1, 4), unit_id=None, rollout_id="ro", step=0,
+            traffic_fraction=0.3,
+        ))  # fmt: skip
+        out.append(OutcomeEvent(model="m", request_id=f"req-{i}", label=label))
+    rng.shuffle(out)  # outcomes before predictions, and late ones
+    return out
+
+
+def preload(kafka_bootstrap: str, tmp_path, prefix: str) -> Settings:
+    settings = Settings(
+        data_dir=tmp_path / prefix, kafka_bootstrap=kafka_bootstrap,
+        mlflow_uri="http://127.0.0.1:9", topics=Topics(prefix), partitions=4,
+        session_timeout_ms=1_000, heartbeat_interval_ms=300, max_poll_interval_ms=2_000,
+        snapshot_interval_s=0.5,
+    )  # fmt: skip
+    ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions)
+    publisher = EventPublisher(kafka_bootstrap)
+    for event in events():
+        topic = (settings.topics.predictions if isinstance(event, PredictionEvent)
+                 else settings.topics.outcomes)  # fmt: skip
+        publisher.publish(topic, event)
+    publisher.flush(30)
+    assert publisher.failed == 0
+    publisher.close()
+    return settings
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def processed(settings: Settings) -> int:
+    snapshots = read_latest_snapshots(
+        settings.resolved_kafka_bootstrap(), settings.topics.evaluator_state,
+        settings.state_key.encode(),
+    )  # fmt: skip
+    return sum(sum(s.next_offsets.values()) for s in snapshots.values())
+
+
+def verdict(settings: Settings) -> tuple[str, dict]:
+    loop = JudgeLoop(settings.topics, None, lambda m: (None, None))  # type: ignore[arg-type]
+    snapshots = read_latest_snapshots(
+        settings.resolved_kafka_bootstrap(), settings.topics.evaluator_state,
+        settings.state_key.encode(),
+    )  # fmt: skip
+    for snapshot in snapshots.values():
+        loop.update(snapshot)
+    rollout = dataclasses.replace(new_rollout("m", "1", "2", POLICY, now=0.0), rollout_id="ro")
+    judgement = loop.judge_rollout(rollout, POLICY, now=60.0)
+    gates = {g["gate"]: (g["verdict"], g["samples"], g["estimate"])
+             for g in judgement.evidence["gates"]}  # fmt: skip
+    return judgement.action.value, gates
+
+
+def run_to_end(settings: Settings, workers: int, kill_one: bool = False) -> tuple[str, dict]:
+    started: list[Component] = [start_worker(settings, "evaluate") for _ in range(workers)]
+    try:
+        if kill_one:
+            wait_until(lambda: processed(settings) > 0, 60, "a first snapshot")
+            victim = started.pop(0)
+            os.kill(victim.process.pid, signal.SIGKILL)
+            assert processed(settings) < 2 * REQUESTS, "killed too late to prove anything"
+        wait_until(lambda: processed(settings) == 2 * REQUESTS, 120, "every event evaluated")
+        return verdict(settings)
+    finally:
+        for component in started:
+            component.stop()
+
+
+def test_two_workers_decide_as_one_and_survive_a_kill(kafka_bootstrap: str, tmp_path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    one = run_to_end(preload(kafka_bootstrap, tmp_path, f"one{tag}"), workers=1)
+    two = run_to_end(preload(kafka_bootstrap, tmp_path, f"two{tag}"), workers=2)
+    killed = run_to_end(preload(kafka_bootstrap, tmp_path, f"kill{tag}"), workers=2,
+                        kill_one=True)  # fmt: skip
+    assert one[0] == "rollback" and one[1]["accuracy"][0] == "fail"
+    assert two == one
+    assert killed == one

@@ -44,7 +44,18 @@ class LogHistogram:
         return np.ceil(np.log(x) / self._log_gamma).astype(np.int64)
 
     def update(self, x: float) -> LogHistogram:
-        return self.update_many(np.array([x], dtype=float))
+        """One value, without numpy: this is the evaluator's per-event hot path."""
+        if not (math.isfinite(x) and x >= 0):
+            raise ValueError("LogHistogram takes finite values >= 0")
+        if x < self.min_value:
+            self._zero += 1
+        else:
+            i = math.ceil(math.log(x) / self._log_gamma)
+            self._bins[i] = self._bins.get(i, 0) + 1
+            if x > self._max:
+                self._max = x
+        self._n += 1
+        return self
 
     def update_many(self, values: ArrayLike) -> LogHistogram:
         x = np.asarray(values, dtype=float).ravel()

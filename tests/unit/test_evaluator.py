@@ -35,7 +35,9 @@ class ListPublisher:
         self.events.append((topic, event))
 
 
-def traffic(n: int, partitions: int = 4, seed: int = 1) -> list[Record]:
+def traffic(
+    n: int, partitions: int = 4, seed: int = 1, challenger_accuracy: float = 0.75
+) -> list[Record]:
     """Canary traffic, challenger worse, outcomes delayed; partition by request id."""
     rng = random.Random(seed)
     offsets = {(t, p): 0 for t in (TOPICS.predictions, TOPICS.outcomes) for p in range(partitions)}
@@ -46,7 +48,7 @@ def traffic(n: int, partitions: int = 4, seed: int = 1) -> list[Record]:
         partition = hash(request_id) % partitions
         arm = Arm.CHALLENGER if rng.random() < 0.3 else Arm.CHAMPION
         label = rng.randrange(2)
-        correct = rng.random() < (0.75 if arm is Arm.CHALLENGER else 0.95)
+        correct = rng.random() < (challenger_accuracy if arm is Arm.CHALLENGER else 0.95)
         p = PredictionEvent(
             model="m",
             request_id=request_id,
@@ -132,7 +134,7 @@ def test_a_restored_partition_counts_nothing_twice() -> None:
 def test_poison_goes_to_the_dead_letter_topic_and_the_loop_goes_on() -> None:
     publisher = ListPublisher()
     evaluator = Evaluator(TOPICS, publisher)
-    evaluator.handle(Record(TOPICS.predictions, 0, 0, b"k", b"{not json"))
+    evaluator.handle(Record(TOPICS.predictions, 99, 0, b"k", b"{not json"))
     evaluator.handle(traffic(1)[0])
     [(topic, letter)] = publisher.events
     assert topic == TOPICS.deadletter and "not JSON" in letter.reason and letter.key == "k"
@@ -147,3 +149,21 @@ def test_snapshots_signed_with_another_key_are_refused() -> None:
         decode_snapshot(raw, b"other")
     with pytest.raises(EventError):
         decode_snapshot(b"garbage", KEY)
+
+
+def test_a_manual_gate_holds_until_approved() -> None:
+    policy = dataclasses.replace(
+        POLICY,
+        steps=(dataclasses.replace(POLICY.steps[0], requires_approval=True), POLICY.steps[0]),
+    )
+    evaluator = Evaluator(TOPICS, ListPublisher(), clock=lambda: 0.0)
+    for r in traffic(6_000, challenger_accuracy=0.95):
+        evaluator.handle(r)
+    rollout = dataclasses.replace(new_rollout("m", "1", "2", policy, now=0.0), rollout_id="ro")
+    loop = JudgeLoop(TOPICS, ListPublisher(), lambda m: (rollout, policy))
+    for number in list(evaluator.partitions):
+        loop.update(evaluator.snapshot(number))
+    held = loop.judge_rollout(rollout, policy, now=60.0)
+    assert held.action.value == "hold" and "approval" in held.reason
+    approved = dataclasses.replace(rollout, approved_step=0)
+    assert loop.judge_rollout(approved, policy, now=60.0).action.value == "advance"

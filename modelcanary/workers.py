@@ -26,6 +26,7 @@ from modelcanary.registry import Registry
 from modelcanary.rollout import Rollout
 from modelcanary.rollout_store import RolloutStore
 from modelcanary.snapshot import decode_snapshot
+from modelcanary.stats.drift import warm_up
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +76,8 @@ class JudgeThread(threading.Thread):
         )  # fmt: skip
 
     def run(self) -> None:
+        # Evidently takes ~3 s to import: pay it now, not in the first judgement.
+        warm_up()
         next_tick = time.monotonic()
         try:
             while not self.stop_event.is_set():

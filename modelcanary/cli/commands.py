@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from modelcanary.cli import demo, history, infra, registry, rollout, run  # noqa: F401
+from modelcanary.cli import demo, history, infra, registry, report, rollout, run  # noqa: F401

@@ -6,7 +6,8 @@ anytime-valid interval over time, latency and errors of both arms, KPIs, drift p
 column (and Evidently's report when a run carries it), the sample-ratio check, shadow
 agreement, the policy in force and the timeline of steps and decisions.
 
-- :mod:`.timeline` reads decision dicts (pure); :mod:`.frames` turns them into DataFrames;
+- :mod:`.timeline` reads decision dicts (pure); :mod:`.frames` turns them into DataFrames
+  and :mod:`.plots` into matplotlib figures (for notebooks);
 - :mod:`.svg`, :mod:`.charts`, :mod:`.sections`, :mod:`.html` render (pure);
 - :mod:`.mlflow_source` loads a rollout from MLflow; :mod:`.attach` writes the file and
   logs it as ``report.html`` of the rollout's decision run;
@@ -14,6 +15,8 @@ agreement, the policy in force and the timeline of steps and decisions.
   Evidently HTML) from the judge's :class:`~modelcanary.judge.RolloutEvidence`.
 
 Example::
+
+    from pathlib import Path
 
     from modelcanary.registry import Registry
     from modelcanary.report import load_rollout, resolve_rollout_id, write_report
@@ -33,8 +36,9 @@ from modelcanary.report.frames import (
     gates_frame,
     srm_frame,
 )
-from modelcanary.report.html import render_html
+from modelcanary.report.html import evidence_sentence, render_html
 from modelcanary.report.mlflow_source import DRIFT_ARTIFACTS, load_rollout, resolve_rollout_id
+from modelcanary.report.plots import plot_arms, plot_drift, plot_gates, plot_traffic
 from modelcanary.report.timeline import GatePoint, Rollout
 
 __all__ = [
@@ -46,8 +50,13 @@ __all__ = [
     "attach_report",
     "decisions_frame",
     "drift_frame",
+    "evidence_sentence",
     "gates_frame",
     "load_rollout",
+    "plot_arms",
+    "plot_drift",
+    "plot_gates",
+    "plot_traffic",
     "render_html",
     "resolve_rollout_id",
     "srm_frame",

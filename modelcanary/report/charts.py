@@ -1,13 +1,13 @@
 """The report's charts, each drawn from a :class:`~modelcanary.report.timeline.Rollout`.
 
 Every function returns an SVG string, or None when the evidence has nothing to draw.
-Time runs from the rollout's first recorded decision; a dashed vertical line marks
+Time runs from the rollout's start; a dashed vertical line marks
 where each step was first judged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from modelcanary.report.svg import Chart, hbar_chart, padded
 from modelcanary.report.timeline import GatePoint, GateSpec, Rollout, gate_specs
@@ -31,12 +31,13 @@ ACTION_CLASS = {
 
 
 def _x_range(rollout: Rollout) -> tuple[float, float]:
-    return 0.0, max(rollout.duration_s, 1.0)
+    """From the rollout's start to a little after the last decision (so its dot shows)."""
+    return 0.0, max(rollout.duration_s * 1.03, 1.0)
 
 
 def _mark_steps(chart: Chart, rollout: Rollout) -> None:
     for t, index, fraction, mode in rollout.step_changes():
-        chart.vline(t, "step", f"step {index + 1} · {fraction:.0%} {mode}")
+        chart.vline(t, "step", f"step {index + 1}: {fraction:.0%} {mode}")
 
 
 def _slug(text: str) -> str:
@@ -113,6 +114,7 @@ def arms_chart(
     y_label: str,
     extra: dict[str, list[tuple[float, float]]] | None = None,
     floor_zero: bool = True,
+    y_format: Callable[[float], str] | None = None,
 ) -> str | None:
     """Lines per series, classed by their name's arm (``champion ...``/``challenger ...``)
     and quantile (``... p99`` dashed); ``extra`` lines are drawn as tolerances."""
@@ -122,8 +124,12 @@ def arms_chart(
     values = [y for pts in drawn.values() for _, y in pts]
     values += [y for pts in (extra or {}).values() for _, y in pts]
     lo, hi = padded(values + ([0.0] if floor_zero else []), 0.1)
+    if max(map(abs, values)) == 0:
+        lo, hi = 0.0, 0.01  # all zero: a flat line at the bottom of a small scale
     chart = Chart(chart_id, _x_range(rollout), (max(lo, 0.0) if floor_zero else lo, hi))
     chart.y_label = y_label
+    if y_format is not None:
+        chart.y_format = y_format
     for _name, pts in (extra or {}).items():
         chart.steps(pts, "tolerance")
     for name, pts in drawn.items():
@@ -179,7 +185,13 @@ def quantile_curve_chart(curves: dict[str, list[tuple[float, float]]]) -> str | 
 
 
 def error_rate_chart(rollout: Rollout) -> str | None:
-    return arms_chart("error-rate", rollout, rollout.error_rates(), "error rate (so far)")
+    return arms_chart(
+        "error-rate", rollout, rollout.error_rates(), "error rate (so far)", y_format=_percent
+    )
+
+
+def _percent(y: float) -> str:
+    return f"{y * 100:.2g}%"
 
 
 def srm_chart(rollout: Rollout) -> str | None:
@@ -221,6 +233,9 @@ def drift_share_chart(rollout: Rollout) -> str | None:
 def traffic_chart(rollout: Rollout) -> str:
     """The challenger's traffic share over time with each decision as a dot."""
     points = [(rollout.t(d), float(d.get("traffic_fraction") or 0.0)) for d in rollout.decisions]
+    first_step = (rollout.decisions[0].get("evidence") or {}).get("step") or {}
+    if points[0][0] > 0 and isinstance(first_step.get("traffic_fraction"), int | float):
+        points.insert(0, (0.0, float(first_step["traffic_fraction"])))  # from the start
     chart = Chart("traffic", _x_range(rollout), (0.0, 1.0), height=170, y_label="challenger share")
     chart.y_format = lambda y: f"{y:.0%}"
     chart.steps(points, "arm-challenger")

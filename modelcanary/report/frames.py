@@ -2,7 +2,7 @@
 
 Same data as the HTML report (:class:`~modelcanary.report.timeline.Rollout`), one row
 per evaluation (and per gate, per arm or per column where that applies); ``t`` is
-seconds since the rollout's first recorded decision.
+seconds since the rollout started.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from modelcanary.errors import RegistryError
 from modelcanary.registry import Registry
 from modelcanary.report.timeline import Rollout
 
-#: Evidently HTML artifacts a decision run may carry, embedded in the report if present.
-DRIFT_ARTIFACTS = ("drift.html", "prediction_drift.html")
+#: Evidently HTML artifacts a decision run may carry, embedded in the report if present
+#: (:func:`modelcanary.report.extras.evidently_html` makes ``drift.html``).
+DRIFT_ARTIFACTS = ("drift.html",)
 PARALLEL_DOWNLOADS = 8
 
 

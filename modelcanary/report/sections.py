@@ -7,12 +7,14 @@ shadow agreement, the policy in force, and the timeline of steps and decisions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from html import escape
 from typing import Any
 
 from modelcanary.report import charts
 from modelcanary.report.format import DASH, chip, interval, legend, num, pct, signed, table
+from modelcanary.report.svg import fmt_clock
 from modelcanary.report.timeline import GatePoint, Rollout, format_duration, gate_specs, utc_text
 
 VERDICT_CLASS = {
@@ -115,7 +117,8 @@ def _progress(gate: Mapping[str, Any], points: list[GatePoint]) -> str:
     verdict = gate.get("verdict")
     if verdict in ("pass", "fail"):
         first = next((p for p in points if p.verdict == verdict), None)
-        when = f" (first reached at {first.t:.0f} s)" if first else ""
+        verb = "passed" if verdict == "pass" else "failed"
+        when = f" (first {verb} at {fmt_clock(first.t)})" if first else ""
         return f'<p class="progress-text">Decided on {num(samples)} challenger samples{when}.</p>'
     if verdict == "inconclusive" and needed:
         share = samples / (samples + needed) if samples + needed else 0.0
@@ -218,7 +221,8 @@ def latency(rollout: Rollout) -> str:
         "latency",
         "Latency: champion vs challenger",
         "".join(parts),
-        "Response time of each arm's model calls (dashed: p99; solid: p50 and p95).",
+        "Response time of each arm's model calls"
+        + (" (solid: p95; thin: p50; dashed: p99)." if summary else " (p95 of each arm)."),
     )
 
 
@@ -322,6 +326,9 @@ def drift(rollout: Rollout) -> str:
     for name, html in rollout.attachments.items():
         parts.append(
             f"<h3>Evidently report ({escape(name)})</h3>"
+            "<p>Evidently's own view of the same samples, taken at the decision. The judge "
+            "recomputes drift only when the samples have grown by half, so its scores above "
+            "may come from slightly fewer rows.</p>"
             f'<iframe class="evidently" title="Evidently {escape(name)}" '
             f'sandbox="allow-scripts" srcdoc="{escape(html, quote=True)}"></iframe>'
         )
@@ -349,7 +356,7 @@ def srm(rollout: Rollout) -> str:
     )
     rows = [
         [
-            str(s.get("key", "")),
+            _stratum(str(s.get("key", ""))),
             pct(s.get("configured_fraction"), 1),
             pct(s.get("observed_fraction"), 2),
             f"{num(s.get('challenger'))} of {num(s.get('total'))}",
@@ -375,19 +382,33 @@ def srm(rollout: Rollout) -> str:
     )
 
 
+def _stratum(key: str) -> str:
+    """The judge's stratum key (``step 0 canary 0.05/units``) with steps counted from 1,
+    as everywhere else in the report."""
+    match = re.match(r"step (\d+) (.*)", key)
+    if not match:
+        return key
+    rest = match.group(2).replace("/", ", counted by ")
+    return f"step {int(match.group(1)) + 1}: {rest}"
+
+
 def shadow(rollout: Rollout) -> str:
     modes = {str((d["evidence"].get("step") or {}).get("mode")) for d in rollout.judged()}
-    summary = rollout.evidence.get("shadow") or {}
-    if "shadow" not in modes and not summary:
+    found = rollout.latest_with("shadow")
+    if "shadow" not in modes and found is None:
         return ""
-    if not summary:
+    if found is None:
         body = (
             "<p>This rollout ran shadow steps, but its evidence carries no agreement "
             "summary (the evaluator that judged it did not record one). The prediction "
-            "drift above compares the two arms' outputs on the same mirrored requests.</p>"
+            "drift above compares the two arms' outputs.</p>"
         )
     else:
-        agreement = summary.get("agreement")
+        decision, summary = found
+        step = ((decision.get("evidence") or {}).get("step") or {}).get("index")
+        when = f"at {fmt_clock(rollout.t(decision))}" + (
+            f", in step {step + 1}" if isinstance(step, int) else ""
+        )
         score = summary.get("score") or {}
         rows = [
             [arm, num(s.get("n")), num(s.get("mean")), num(s.get("p10")), num(s.get("p50")),
@@ -395,11 +416,12 @@ def shadow(rollout: Rollout) -> str:
             for arm, s in ((a, score.get(a) or {}) for a in ("champion", "challenger"))
         ]  # fmt: skip
         body = (
-            f"<p>Agreement: <b>{pct(agreement)}</b> of {num(summary.get('agreement_n'))} "
+            f"<p>As of the last shadow evaluation ({escape(when)}): the arms agree on "
+            f"<b>{pct(summary.get('agreement'))}</b> of {num(summary.get('agreement_n'))} "
             f"mirrored requests with a label ({escape(str(summary.get('agreement_basis', '')))})."
             f" Mean score shift (challenger \u2212 champion): "
             f"<b>{signed(score.get('mean_shift'))}</b>.</p>"
-            + table(["arm", "answers", "mean", "p10", "p50", "p90"], rows)
+            + table(["arm", "answers sampled", "mean score", "p10", "p50", "p90"], rows)
         )
     return section(
         "shadow",
@@ -477,14 +499,14 @@ def timeline(rollout: Rollout) -> str:
     def row(d: Mapping[str, Any]) -> list[str]:
         return [
             escape(utc_text(rollout.start_ts + rollout.t(d))[11:19]),
-            escape(format_duration(rollout.t(d))),
+            escape(fmt_clock(rollout.t(d))),
             chip(str(d.get("action", "")), charts.ACTION_CLASS.get(str(d.get("action")), "")),
             escape(f"{d.get('from_state')} → {d.get('to_state')}"),
             escape(pct(d.get("traffic_fraction"), 0)),
             escape(str(d.get("reason", ""))),
         ]
 
-    headers = ["time (UTC)", "elapsed", "decision", "state", "traffic", "reason"]
+    headers = ["time (UTC)", "elapsed (m:ss)", "decision", "state", "traffic", "reason"]
     moves = [d for d in rollout.decisions if d.get("action") != "hold"]
     body = charts.traffic_chart(rollout) + legend(
         [("a-hold", "hold"), ("a-advance", "advance"), ("a-promote", "promote"),

@@ -95,8 +95,8 @@ class Chart:
         chart_id: str,
         x_range: tuple[float, float],
         y_range: tuple[float, float],
-        width: int = 640,
-        height: int = 220,
+        width: int = 900,
+        height: int = 230,
         x_format: Formatter = fmt_clock,
         y_format: Formatter = fmt_number,
         x_label: str = "time since the rollout started (m:ss)",
@@ -115,6 +115,7 @@ class Chart:
         self.time_axis = time_axis
         self._marks: list[str] = []
         self._labels: list[str] = []
+        self._vlabel_rows: list[float] = []  # x of the last label in each row
 
     # -- coordinates ----------------------------------------------------------------
     @property
@@ -227,10 +228,22 @@ class Chart:
             f'<line class="{cls}" x1="{px:.1f}" x2="{px:.1f}" y1="{self.top}" '
             f'y2="{self.top + self.plot_height:.1f}"/>'
         )
-        if label:
+        if label:  # labels of close lines go one row lower, so they never overlap
+            width = 6.0 * len(label) + 8
+            right = self.left + self.plot_width
+            flip = px + width > right  # near the right edge: label to the left of the line
+            start, end = (px - width, px) if flip else (px, px + width)
+            row = next(
+                (i for i, last in enumerate(self._vlabel_rows) if start >= last),
+                len(self._vlabel_rows),
+            )
+            if row == len(self._vlabel_rows):
+                self._vlabel_rows.append(0.0)
+            self._vlabel_rows[row] = end
+            x, anchor = (px - 3, "end") if flip else (px + 3, "start")
             self._labels.append(
-                f'<text class="step-label" x="{px + 3:.1f}" y="{self.top + 10}">'
-                f"{escape(label)}</text>"
+                f'<text class="step-label" x="{x:.1f}" y="{self.top + 10 + 12 * row}" '
+                f'text-anchor="{anchor}">{escape(label)}</text>'
             )
 
     # -- output ---------------------------------------------------------------------
@@ -291,7 +304,7 @@ def hbar_chart(
     chart_id: str,
     rows: Sequence[tuple[str, float, float | None, bool]],
     value_label: str,
-    width: int = 640,
+    width: int = 900,
 ) -> str:
     """Horizontal bars: (label, value, threshold or None, flagged) per row, top to bottom;
     a flagged bar is drawn as ``bar flagged`` and each threshold as a tick across its row."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+LATENCY_LINES = ("p50", "p95", "p99")  # quantiles drawn over time
 TERMINAL_ACTIONS = frozenset({"promote", "rollback", "halt", "abort"})
 OUTCOME_OF_ACTION = {
     "promote": "promoted",
@@ -55,7 +56,7 @@ def number(value: Any) -> float | None:
 class GatePoint:
     """One gate at one evaluation."""
 
-    t: float  # seconds since the rollout's first recorded decision
+    t: float  # seconds since the rollout started
     step: int | None
     verdict: str
     estimate: float | None
@@ -184,7 +185,15 @@ class Rollout:
     # -- the decision ---------------------------------------------------------------
     @property
     def start_ts(self) -> float:
-        return parse_ts(self.decisions[0].get("ts"))
+        """When the rollout started: the first decision's time less how long its first
+        step had run (the first decision comes one judge interval after the start)."""
+        first = self.decisions[0]
+        ts = parse_ts(first.get("ts"))
+        step = (first.get("evidence") or {}).get("step") or {}
+        elapsed = number(step.get("elapsed_s"))
+        if step.get("index") == 0 and elapsed is not None:
+            return ts - elapsed
+        return ts
 
     @property
     def end_ts(self) -> float:
@@ -227,6 +236,15 @@ class Rollout:
                 return decision["evidence"]
         return {}
 
+    def latest_with(self, key: str) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+        """(decision, its evidence[key]) of the latest decision whose evidence has ``key``
+        (e.g. ``shadow``: recorded only while a shadow step ran)."""
+        for decision in reversed(self.decisions):
+            value = (decision.get("evidence") or {}).get(key)
+            if value:
+                return decision, value
+        return None
+
     @property
     def policy(self) -> Mapping[str, Any]:
         return self.evidence.get("policy") or {}
@@ -240,7 +258,7 @@ class Rollout:
         return str(self.evidence.get("challenger_version") or "?")
 
     def t(self, decision: Mapping[str, Any]) -> float:
-        """Seconds since the first decision."""
+        """Seconds since the rollout started."""
         return parse_ts(decision.get("ts")) - self.start_ts
 
     def judged(self) -> list[Mapping[str, Any]]:
@@ -339,7 +357,7 @@ class Rollout:
             for arm in ("champion", "challenger"):
                 for name, value in (latency.get(arm) or {}).items():
                     x = number(value)
-                    if name.startswith("p") and x is not None:
+                    if name in LATENCY_LINES and x is not None:
                         out.setdefault(f"{arm} {name}", []).append((self.t(decision), x))
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -29,6 +30,7 @@ from tests.integration.serving_stack import serving_settings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 APPLY_WITHIN_S = 1.0
+UNITS = 80
 
 
 @dataclass
@@ -57,21 +59,25 @@ def replicas(
                 for v in ("baseline", "good")}  # fmt: skip
     controller = Controller(registry)
     controller.start(model, versions["good"], Policy(steps=(Step(0.3), Step(1.0))))
-    a = start_serving(settings, free_port(), workers=2)
+    with ThreadPoolExecutor(2) as pool:  # start both replicas at once
+        starting = [pool.submit(start_serving, settings, free_port(), workers=n) for n in (2, 1)]
+    started = [f.result() for f in starting if f.exception() is None]
     try:
-        b = start_serving(settings, free_port(), workers=1)
-        try:
-            yield Replicas(settings, controller, a, b, dataset.X_test.iloc[0].to_dict(), versions)
-        finally:
-            b.stop()
+        assert len(started) == 2, [f.exception() for f in starting]
+        a, b = started
+        yield Replicas(settings, controller, a, b, dataset.X_test.iloc[0].to_dict(), versions)
     finally:
-        a.stop()
+        for component in started:
+            component.stop()
+
+
+# No keep-alive: every call opens a new connection, which the kernel may hand to any worker.
+_CLIENT = httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def _fresh(url: str, path: str, body: dict | None = None) -> dict:
-    """One call on a new connection, so that the kernel may hand it to any worker."""
-    with httpx.Client(base_url=url, timeout=10) as client:
-        response = client.post(path, json=body) if body is not None else client.get(path)
+    """One call on a new connection."""
+    response = _CLIENT.get(url + path) if body is None else _CLIENT.post(url + path, json=body)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -91,7 +97,7 @@ def test_every_worker_of_every_replica_routes_each_unit_alike(replicas: Replicas
     urls = [replicas.a.url or "", replicas.b.url or ""]
     assert len(_workers(urls[0], 2)) == 2
     answers: dict[str, set[str]] = {}
-    for i in range(120):
+    for i in range(UNITS):
         unit = f"user-{i}"
         for url in urls:
             for _ in range(2):
@@ -99,7 +105,7 @@ def test_every_worker_of_every_replica_routes_each_unit_alike(replicas: Replicas
                 answers.setdefault(unit, set()).add(body["version"])
     assert all(len(versions) == 1 for versions in answers.values()), answers
     share = sum(v == {replicas.versions["good"]} for v in answers.values()) / len(answers)
-    assert 0.3 - 5 * (0.21 / 120) ** 0.5 < share < 0.3 + 5 * (0.21 / 120) ** 0.5
+    assert 0.3 - 5 * (0.21 / UNITS) ** 0.5 < share < 0.3 + 5 * (0.21 / UNITS) ** 0.5
 
 
 def test_a_decision_reaches_every_worker_within_a_second(replicas: Replicas) -> None:

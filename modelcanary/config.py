@@ -26,6 +26,7 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_EVENT_DELIVERY_TIMEOUT_MS 5000       unacknowledged events after this are spooled
     MODELCANARY_STATE_KEY         (dev key)          secret that signs evaluator snapshots
     MODELCANARY_SNAPSHOT_S        2.0                how often evaluators publish their state
+    MODELCANARY_SERVING_URL       http://127.0.0.1:3000  replica the `rollout` CLI talks to
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ ENV_VARS: tuple[str, ...] = tuple(
         "EVENT_DELIVERY_TIMEOUT_MS",
         "STATE_KEY",
         "SNAPSHOT_S",
+        "SERVING_URL",
     )
 )
 
@@ -135,6 +137,7 @@ class Settings:
     event_delivery_timeout_ms: int = 5_000
     state_key: str = "modelcanary-local-state-key"
     snapshot_interval_s: float = 2.0
+    serving_url: str = "http://127.0.0.1:3000"
 
     def __post_init__(self) -> None:
         for name in ("broker_port", "mlflow_port"):
@@ -279,4 +282,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         state_key=_str(env, "STATE_KEY") or defaults.state_key,
         snapshot_interval_s=_float(env, "SNAPSHOT_S", defaults.snapshot_interval_s),
+        serving_url=_str(env, "SERVING_URL") or defaults.serving_url,
     )

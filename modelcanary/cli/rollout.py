@@ -1,71 +1,179 @@
-"""`modelcanary rollout ...`: start a rollout and look at it."""
+"""`modelcanary rollout ...`: drive rollouts through a serving replica's admin API.
+
+Every command calls the admin endpoints of a serving replica (``--url``, default
+MODELCANARY_SERVING_URL) with the bearer token (``--token``, default
+MODELCANARY_ADMIN_TOKEN). Actions become decisions on the decisions topic, applied and
+recorded by the controller like the judge's own.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
+from modelcanary.admin_client import AdminCallError, AdminClient
 from modelcanary.cli.app import app, console
 from modelcanary.config import load_settings
 
 rollout_app = typer.Typer(
-    help="Start and inspect rollouts of a candidate version against the champion.",
+    help=(
+        "Start, watch and steer rollouts through a serving replica's admin API "
+        "(--url, --token; defaults from MODELCANARY_SERVING_URL and MODELCANARY_ADMIN_TOKEN)."
+    ),
     no_args_is_help=True,
 )
 app.add_typer(rollout_app, name="rollout")
 
+URL = typer.Option(None, "--url", help="Serving replica [default: MODELCANARY_SERVING_URL].")
+TOKEN = typer.Option(None, "--token", help="Admin token [default: MODELCANARY_ADMIN_TOKEN].")
+REASON = typer.Option("", "--reason", "-r", help="Why: recorded with the decision.")
+MODEL = typer.Argument(..., help="Registered model name (the replica must serve it).")
 
-def _controller():
-    from modelcanary.controller import Controller
-    from modelcanary.registry import Registry
 
-    return Controller(Registry(load_settings().resolved_mlflow_uri()))
+def _client(url: str | None, token: str | None) -> AdminClient:
+    settings = load_settings()
+    return AdminClient(url or settings.serving_url, token or settings.admin_token)
+
+
+def _call(model: str, url: str | None, token: str | None, path: str,
+          body: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    result = _client(url, token).call(path, {"model": model, **(body or {})})
+    return result
 
 
 @rollout_app.command("start")
 def start(
-    model: str = typer.Argument(..., help="Registered model name."),
+    model: str = MODEL,
     version: str = typer.Option(..., "--version", help="Candidate version to roll out."),
     policy: Path = typer.Option(
         None, "--policy", help="Policy YAML (steps, gates, alpha) [default: built-in policy]."
     ),
+    url: str = URL,
+    token: str = TOKEN,
 ) -> None:
     """Start rolling out VERSION of MODEL: it becomes `challenger` and gets the first step.
 
     Example: modelcanary rollout start demo-classifier --version 3 --policy policy.yaml
     """
-    from modelcanary.policy import default_policy, load_policy
+    from modelcanary.policy import load_policy
 
-    chosen = load_policy(policy) if policy else default_policy()
-    rollout = _controller().start(model, version, chosen)
+    body: dict[str, Any] = {"version": version}
+    if policy is not None:
+        body["policy"] = load_policy(policy).to_dict()  # validated here, with field names
+    rollout = _call(model, url, token, "/admin/rollout/start", body)["rollout"]
     console.print(
-        f"started [bold]{rollout.rollout_id}[/]: version {rollout.challenger_version} vs "
-        f"champion {rollout.champion_version}, {rollout.mode.value} at "
-        f"{rollout.traffic_fraction:.0%}"
+        f"started [bold]{rollout['rollout_id']}[/]: version {rollout['challenger_version']} vs "
+        f"champion {rollout['champion_version']}, {rollout['mode']} at "
+        f"{rollout['traffic_fraction']:.0%}"
     )
 
 
+def _act(model: str, action: str, reason: str, url: str | None, token: str | None,
+         traffic_fraction: float | None = None) -> None:  # fmt: skip
+    body: dict[str, Any] = {"action": action, "reason": reason}
+    if traffic_fraction is not None:
+        body["traffic_fraction"] = traffic_fraction
+    decision = _call(model, url, token, "/admin/rollout/act", body)["decision"]
+    console.print(
+        f"{decision['action']}: {decision['from_state']} → {decision['to_state']} "
+        f"(challenger at {decision['traffic_fraction']:.0%}); the controller applies it within "
+        "a second"
+    )
+
+
+@rollout_app.command("pause")
+def pause(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
+    """Freeze the split and stop automatic decisions until `resume`."""
+    _act(model, "pause", reason, url, token)
+
+
+@rollout_app.command("resume")
+def resume(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
+    """Resume a paused or halted rollout (the step's clock restarts)."""
+    _act(model, "resume", reason, url, token)
+
+
+@rollout_app.command("approve")
+def approve(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
+    """Approve the current step's manual gate (`requires_approval: true` in the policy)."""
+    _act(model, "approve", reason, url, token)
+
+
+@rollout_app.command("promote")
+def promote(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
+    """Promote the challenger now: it becomes champion, whatever the gates say."""
+    _act(model, "promote", reason, url, token)
+
+
+@rollout_app.command("rollback")
+def rollback(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
+    """Roll the challenger back now: it stops serving and is tagged rolled_back."""
+    _act(model, "rollback", reason, url, token)
+
+
+@rollout_app.command("abort")
+def abort(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
+    """Abort the rollout (like a rollback, recorded as aborted)."""
+    _act(model, "abort", reason, url, token)
+
+
+@rollout_app.command("set-traffic")
+def set_traffic(
+    model: str = MODEL,
+    fraction: float = typer.Argument(..., help="Share of units for the challenger, 0 to 1."),
+    reason: str = REASON,
+    url: str = URL,
+    token: str = TOKEN,
+) -> None:
+    """Override the challenger's traffic fraction of the current step.
+
+    Example: modelcanary rollout set-traffic demo-classifier 0.1 -r "hold it small overnight"
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise typer.BadParameter(f"FRACTION {fraction} must be between 0 and 1")
+    _act(model, "set_traffic", reason, url, token, traffic_fraction=fraction)
+
+
 @rollout_app.command("status")
-def status(model: str = typer.Argument(..., help="Registered model name.")) -> None:
-    """Show the model's current (or last) rollout: state, step and split."""
-    controller = _controller()
-    rollout = controller.store.load(model)
+def status(model: str = MODEL, url: str = URL, token: str = TOKEN) -> None:
+    """Show the rollout: state, step, split, and the last judgement's gates and samples."""
+    result = _call(model, url, token, "/admin/rollout/status")
+    rollout, latest = result.get("rollout"), result.get("latest_decision")
     if rollout is None:
         console.print(f"{model} has no rollout yet: start one with `modelcanary rollout start`")
         return
-    table = Table(title=f"rollout of {model}")
-    table.add_column("field")
-    table.add_column("value")
+    table = Table(title=f"rollout {rollout['rollout_id']}", show_header=False)
     for name, value in (
-        ("rollout", rollout.rollout_id),
-        ("state", rollout.label),
-        ("champion", rollout.champion_version),
-        ("challenger", rollout.challenger_version),
-        ("mode", rollout.mode.value),
-        ("traffic to challenger", f"{rollout.traffic_fraction:.0%}"),
-        ("last reason", rollout.reason),
-    ):
-        table.add_row(name, value)
+        ("state", rollout["label"]),
+        ("champion / challenger", f"v{rollout['champion_version']} / "
+                                  f"v{rollout['challenger_version']}"),
+        ("mode", rollout["mode"]),
+        ("traffic to challenger", f"{rollout['traffic_fraction']:.0%}"),
+        ("last change", rollout["reason"]),
+    ):  # fmt: skip
+        table.add_row(name, str(value))
     console.print(table)
+    if latest:
+        console.print(f"[bold]last judgement[/] ({latest['action']}): {latest['reason']}")
+        gates = Table("gate", "verdict", "estimate [interval]", "margin", "samples", "needed")
+        for gate in latest.get("evidence", {}).get("gates", []):
+            low, high = (gate.get("interval") or [None, None])[:2]
+            samples = gate.get("samples") or {}
+            gates.add_row(
+                str(gate.get("gate")), str(gate.get("verdict")),
+                f"{_num(gate.get('estimate'))} [{_num(low)}, {_num(high)}]",
+                str(gate.get("margin", "")),
+                f"{samples.get('champion', 0)} / {samples.get('challenger', 0)}",
+                str(gate.get("samples_needed") or ""),
+            )  # fmt: skip
+        console.print(gates)
+
+
+def _num(value: Any) -> str:
+    return "…" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["AdminCallError", "rollout_app"]

@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_good_candidate_promoted_bad_one_rolled_back(tmp_path) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     output = io.StringIO()
     console = Console(file=output, width=140)
     policy = demo_policy()
@@ -40,7 +41,7 @@ def test_good_candidate_promoted_bad_one_rolled_back(tmp_path) -> None:
     alive = [
         p
         for p in psutil.Process().children(recursive=True)
-        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     ]
     assert alive == [], f"the demo left processes running: {alive}"
     assert not (tmp_path / "demo" / "infra.json").exists()

@@ -33,6 +33,7 @@ SAMPLES: Mapping[str, str] = {
     "EVENT_DELIVERY_TIMEOUT_MS": "1000",
     "STATE_KEY": "a-real-secret",
     "SNAPSHOT_S": "0.5",
+    "SERVING_URL": "http://serving:3000",
 }
 
 

@@ -12,7 +12,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export GIT_PYTHON_REFRESH ?= quiet
 export BENTOML_DO_NOT_TRACK ?= true
 
-.PHONY: demo test test-unit test-integration lint format bench clean env
+.PHONY: demo test test-unit test-integration reliability lint format bench clean env
 
 env: $(STAMP)
 
@@ -35,6 +35,9 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -m integration
+
+reliability: $(STAMP)  ## faults injected for real, security rules, fuzzing (see RELIABILITY.md)
+	$(BIN)/pytest -m reliability
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

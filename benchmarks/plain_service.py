@@ -13,7 +13,7 @@ costs.
 from __future__ import annotations
 
 import gc
-import uuid
+import os
 from typing import Any
 
 import bentoml
@@ -70,7 +70,7 @@ class PlainService:
             raise InvalidArgument(str(exc)) from exc
         prediction, score = predictor.predict((features,))[0]
         return PlainAnswer(
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or os.urandom(16).hex(),
             prediction=prediction,
             score=score,
             version=predictor.version,

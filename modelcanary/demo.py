@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -50,6 +51,7 @@ class CandidateResult:
     decision: DecisionEvent | None
     seconds: float
     traffic: TrafficStats
+    report: Path | None = None
 
 
 class DecisionWatcher:
@@ -185,10 +187,15 @@ def run_demo(
             final, traffic = _drive(
                 serving.url or "", rows, labels, store, rollout, rate_per_s, max_rollout_s, console
             )
+            report = _report(
+                registry,
+                rollout.rollout_id,
+                settings.data_dir / "reports" / f"v{version}-{variant}.html",
+            )
             results.append(
                 CandidateResult(variant, version, accuracy, final,
                                 watcher.last_for(rollout.rollout_id),
-                                time.monotonic() - started, traffic)
+                                time.monotonic() - started, traffic, report)
             )  # fmt: skip
             step(
                 f"version {version}: [bold]{final.state.value if final else 'unknown'}[/] after "
@@ -199,6 +206,9 @@ def run_demo(
     for result in results:
         if result.decision is not None:
             console.print(gate_table(result))
+    for result in results:
+        if result.report is not None:
+            console.print(f"report of v{result.version} ({result.variant}): {result.report}")
     step(f"MLflow store kept in {settings.data_dir}")
     return results
 
@@ -260,6 +270,18 @@ def summary_table(results: list[CandidateResult]) -> Table:
             f"{r.seconds:.0f}s",
         )
     return table
+
+
+def _report(registry: Registry, rollout_id: str, out: Path) -> Path | None:
+    """The rollout's HTML report, once the controller has recorded its last decision."""
+    from modelcanary.errors import ModelcanaryError
+    from modelcanary.report import report_when_finished
+
+    try:
+        return report_when_finished(registry, rollout_id, out)
+    except ModelcanaryError as exc:
+        logging.getLogger(__name__).warning("no report for %s: %s", rollout_id, exc)
+        return None
 
 
 @contextlib.contextmanager

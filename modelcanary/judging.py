@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelcanary.config import Topics
-from modelcanary.events import Action, DecisionEvent
+from modelcanary.events import Action, DecisionEvent, Mode
 from modelcanary.judge import JudgeContext, Judgement, RolloutEvidence, judge
 from modelcanary.policy import Policy
+from modelcanary.report.extras import evidently_html, report_evidence
 from modelcanary.rollout import Rollout, RolloutState, apply_action
 from modelcanary.snapshot import Snapshot
 
@@ -104,13 +105,30 @@ class JudgeLoop:
             rollout, policy = self.read_rollout(model)
             if rollout is None or policy is None or rollout.state is not RolloutState.RUNNING:
                 continue
-            judgement = self.judge_rollout(rollout, policy, now)
-            decision = _decision(rollout, policy, judgement, now)
+            evidence = self.evidence(rollout.rollout_id)
+            judgement = self.judge_rollout(rollout, policy, now, evidence)
+            mode = policy.steps[rollout.step].mode
+            decision = _decision(rollout, policy, judgement, now, report_evidence(evidence, mode))
             if decision is None or not self._worth_publishing(rollout, decision, now):
                 continue
+            if decision.action is not Action.HOLD:
+                self._keep_drift_report(decision.event_id, evidence, mode, policy)
             self.publisher.publish(self.topics.decisions, decision)
             decisions.append(decision)
         return decisions
+
+    def _keep_drift_report(
+        self, event_id: str, evidence: RolloutEvidence, mode: Mode, policy: Policy
+    ) -> None:
+        try:
+            html = evidently_html(evidence, mode, policy.drift)
+        except Exception as exc:  # a report must never stop a decision
+            log.warning("no Evidently report for %s: %s", event_id, exc)
+            return
+        if html is not None:
+            self.drift_reports[event_id] = html
+            while len(self.drift_reports) > 20:
+                self.drift_reports.popitem(last=False)
 
     def _worth_publishing(self, rollout: Rollout, decision: DecisionEvent, now: float) -> bool:
         """Holds at most every ``hold_every_s``; any other decision once per state."""
@@ -128,8 +146,9 @@ class JudgeLoop:
 
 
 def _decision(
-    rollout: Rollout, policy: Policy, judgement: Judgement, now: float
-) -> DecisionEvent | None:
+    rollout: Rollout, policy: Policy, judgement: Judgement, now: float,
+    extra_evidence: dict[str, Any] | None = None,
+) -> DecisionEvent | None:  # fmt: skip
     try:
         target = apply_action(rollout, judgement.action, policy, now, judgement.reason)
     except Exception as exc:
@@ -145,6 +164,7 @@ def _decision(
         reason=judgement.reason,
         evidence={
             **judgement.evidence,
+            **(extra_evidence or {}),
             "champion_version": rollout.champion_version,
             "challenger_version": rollout.challenger_version,
         },

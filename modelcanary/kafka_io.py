@@ -224,8 +224,12 @@ class EventPublisher:
         return marker.done.wait(timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Deliver or spool what is queued (for at most ``timeout_s``), then stop."""
-        self.flush(timeout_s)
+        """Deliver what is queued (for at most ``timeout_s``), spool the rest, then stop.
+
+        While spooling it does not wait for the broker: the queue goes to the spool at once.
+        """
+        if self.state is PublisherState.HEALTHY:
+            self.flush(timeout_s)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout_s)

@@ -56,6 +56,8 @@ def component_env(settings: Settings, model: str | None = None) -> dict[str, str
             "MODELCANARY_MAX_BATCH_ROWS": str(settings.max_batch_rows),
             "MODELCANARY_SPOOL_MAX_BYTES": str(settings.spool_max_bytes),
             "MODELCANARY_EVENT_DELIVERY_TIMEOUT_MS": str(settings.event_delivery_timeout_ms),
+            "MODELCANARY_ADMIN_TOKEN": settings.admin_token or "",
+            "MODELCANARY_WEBHOOK_URLS": ",".join(settings.webhook_urls),
             "BENTOML_HOME": str(settings.data_dir / "bentoml"),
             "PYTHONUNBUFFERED": "1",
         }

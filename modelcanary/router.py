@@ -29,7 +29,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +59,11 @@ log = logging.getLogger(__name__)
 
 FOLLOW_POLL_S = 0.1
 FOLLOW_MAX_S = 3.0
+
+
+def new_request_id() -> str:
+    """32 random hex digits: as unique as a UUID4's hex, at a fifth of the cost."""
+    return os.urandom(16).hex()
 
 
 class Predictor(Protocol):
@@ -384,7 +388,7 @@ class ModelRouter:
         snap = self.snapshot
         champion = self._champion(snap)
         self._validate(champion, features, "features")
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         table = snap.table
         route = table.route(unit_id or request_id)
         rows = (features,)
@@ -425,7 +429,7 @@ class ModelRouter:
                     )
                 seen[row.request_id] = index
         table = snap.table
-        ids = [(row.request_id or uuid.uuid4().hex, row.unit_id) for row in rows]
+        ids = [(row.request_id or new_request_id(), row.unit_id) for row in rows]
         routes = [table.route(unit_id or request_id) for request_id, unit_id in ids]
         answers: list[Answer | None] = [None] * len(rows)
         challenger = snap.challenger

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TypeVar
 
 from modelcanary.audit import AuditLog
@@ -23,6 +23,7 @@ from modelcanary.kafka_io import EventPublisher, RecordConsumer
 from modelcanary.notify import WebhookNotifier
 from modelcanary.policy import Policy
 from modelcanary.registry import Registry
+from modelcanary.report import attach_report
 from modelcanary.rollout import Rollout
 from modelcanary.rollout_store import RolloutStore
 from modelcanary.snapshot import decode_snapshot
@@ -30,7 +31,6 @@ from modelcanary.stats.drift import warm_up
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
 
 
 def _rollout_reader(store: RolloutStore) -> Callable[[str], tuple[Rollout | None, Policy | None]]:
@@ -118,6 +118,7 @@ def _handle_decision(
     notifier: WebhookNotifier,
     stop: threading.Event,
     backoff_s: float,
+    drift_reports: MutableMapping[str, str] | None = None,
 ) -> Applied | None:
     """Apply, record, notify — in that order (see :func:`run_controller`)."""
     try:
@@ -132,9 +133,11 @@ def _handle_decision(
     if applied.applied:
         log.info("applied %s: %s", decision.action.value, applied.note)
     rollout = applied.rollout
+    run_id = None
     if rollout is not None and (applied.applied or decision.action is Action.HOLD):
+        html = drift_reports.pop(decision.event_id, None) if drift_reports is not None else None
         try:
-            _until_done(
+            run_id = _until_done(
                 stop,
                 f"record {decision.event_id}",
                 lambda: audit.record(
@@ -143,11 +146,18 @@ def _handle_decision(
                     applied.applied,
                     rollout.champion_version,
                     rollout.challenger_version,
+                    artifacts={"drift.html": html} if html else None,
                 ),
                 backoff_s,
             )
         except ModelcanaryError as exc:
             log.error("decision %s applied but not recorded in MLflow: %s", decision.event_id, exc)
+    if run_id is not None and applied.applied and decision.action is not Action.HOLD:
+        try:
+            path = attach_report(audit.registry, decision.rollout_id, run_id=run_id)
+            log.info("report of %s (%s): %s", decision.rollout_id, decision.action.value, path)
+        except ModelcanaryError as exc:
+            log.warning("report of %s not attached: %s", decision.rollout_id, exc)
     if applied.applied:
         notifier.notify(decision)
     return applied
@@ -204,7 +214,13 @@ def run_controller(
                     )
                     continue
                 applied = _handle_decision(
-                    decision, controller, audit, notifier, stop, retry_backoff_s
+                    decision,
+                    controller,
+                    audit,
+                    notifier,
+                    stop,
+                    retry_backoff_s,
+                    judge_thread.loop.drift_reports if judge_thread is not None else None,
                 )
                 if applied is None:
                     return

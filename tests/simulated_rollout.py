@@ -212,14 +212,18 @@ def decision_dicts(simulation: Simulation) -> list[dict]:
     return [to_dict(d) for d in simulation.decisions]
 
 
-def register_versions(registry: Registry, model: str) -> tuple[str, str]:
-    """Two bare model versions (no model files: the audit trail only tags them)."""
+def register_versions(registry: Registry, model: str, count: int = 2) -> list[str]:
+    """Bare model versions (no model files: the audit trail only tags them)."""
     client: MlflowClient = registry.client
     client.create_registered_model(model)
-    return tuple(  # type: ignore[return-value]
-        str(client.create_model_version(model, source=f"file:///nonexistent/{model}/{i}").version)
-        for i in (1, 2)
-    )
+    return [
+        str(
+            client.create_model_version(
+                model, source=f"s3://nonexistent-bucket/{model}/{i}"
+            ).version
+        )
+        for i in range(count)
+    ]
 
 
 def record(registry: Registry, simulation: Simulation, with_evidently: bool = False) -> list[str]:

@@ -28,7 +28,12 @@ Example::
 
 from __future__ import annotations
 
-from modelcanary.report.attach import REPORT_ARTIFACT, attach_report, write_report
+from modelcanary.report.attach import (
+    REPORT_ARTIFACT,
+    attach_report,
+    report_when_finished,
+    write_report,
+)
 from modelcanary.report.frames import (
     arms_frame,
     decisions_frame,
@@ -58,6 +63,7 @@ __all__ = [
     "plot_gates",
     "plot_traffic",
     "render_html",
+    "report_when_finished",
     "resolve_rollout_id",
     "srm_frame",
     "write_report",

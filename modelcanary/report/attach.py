@@ -9,6 +9,7 @@ in the MLflow UI.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 from modelcanary.audit import AuditLog
@@ -50,6 +51,34 @@ def attach_report(
     path = write_report(rollout, out or default_report_path(rollout_id))
     AuditLog(registry).attach(target, REPORT_ARTIFACT, path.read_text(encoding="utf-8"))
     return path
+
+
+def report_when_finished(
+    registry: Registry,
+    rollout_id: str,
+    out: Path,
+    timeout_s: float = 15.0,
+    poll_s: float = 0.5,
+) -> Path:
+    """Write the rollout's report once its terminal decision is recorded in MLflow.
+
+    The controller moves the rollout's state before it records the decision (see
+    :func:`modelcanary.workers.run_controller`), so a caller that sees the rollout end
+    may look before the last run exists; this waits up to ``timeout_s`` for it, then
+    writes the report of whatever is recorded (a RegistryError if nothing is).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            rollout = load_rollout(registry, rollout_id)
+        except RegistryError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(poll_s)
+            continue
+        if rollout.finished or time.monotonic() >= deadline:
+            return write_report(rollout, out)
+        time.sleep(poll_s)
 
 
 def _latest_move(rollout: Rollout) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from modelcanary.report.format import slug
 from modelcanary.report.svg import Chart, hbar_chart, padded
 from modelcanary.report.timeline import GatePoint, GateSpec, Rollout, gate_specs
 
@@ -40,11 +41,9 @@ def _mark_steps(chart: Chart, rollout: Rollout) -> None:
         chart.vline(t, "step", f"step {index + 1}: {fraction:.0%} {mode}")
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower())
-
-
-def gate_chart(rollout: Rollout, label: str, points: Sequence[GatePoint], spec: GateSpec | None):
+def gate_chart(
+    rollout: Rollout, label: str, points: Sequence[GatePoint], spec: GateSpec | None
+) -> str | None:
     """The gate's estimate (challenger - champion) with its anytime-valid interval over
     time, the tolerance line and the fail side shaded; dots coloured by verdict."""
     if not any(p.estimate is not None for p in points):
@@ -57,10 +56,10 @@ def gate_chart(rollout: Rollout, label: str, points: Sequence[GatePoint], spec: 
     values.append(0.0)
     lo, hi = padded(values, 0.15)
     if drift:
-        lo, hi = 0.0, max(hi, 1.0 if not values else hi)
+        lo, hi = 0.0, 1.0  # a share of columns
     unit = " (ms)" if label.startswith("latency") or (spec and spec.kind == "quantile") else ""
     chart = Chart(
-        f"gate-{_slug(label)}",
+        f"gate-{slug(label)}",
         _x_range(rollout),
         (lo, hi),
         y_label="share of columns drifted" if drift else f"challenger \u2212 champion{unit}",
@@ -69,14 +68,13 @@ def gate_chart(rollout: Rollout, label: str, points: Sequence[GatePoint], spec: 
     if tolerated:
         xs = [t for t, _ in tolerated] + [chart.x1]
         edge = [v for _, v in tolerated] + [tolerated[-1][1]]
-        worse_up = drift or (spec is not None and not spec.higher_is_better)
-        if spec is None and tolerated[-1][1] is not None:
-            worse_up = tolerated[-1][1] > 0
+        # an unknown gate: the sign of its margin says which side is worse
+        worse_up = tolerated[-1][1] > 0 if spec is None else drift or not spec.higher_is_better
         if worse_up:
             chart.band(xs, edge, [None] * len(xs), "fail-region")
         else:
             chart.band(xs, [None] * len(xs), edge, "fail-region")
-        chart.steps(tolerated, "tolerance")
+        chart.line([*tolerated, (chart.x1, tolerated[-1][1])], "tolerance")
     if not drift:
         chart.hline(0.0, "zero", "no difference")
     bounded = [p for p in points if p.estimate is not None]
@@ -131,7 +129,8 @@ def arms_chart(
     if y_format is not None:
         chart.y_format = y_format
     for _name, pts in (extra or {}).items():
-        chart.steps(pts, "tolerance")
+        if pts:
+            chart.line([*pts, (chart.x1, pts[-1][1])], "tolerance")
     for name, pts in drawn.items():
         arm = "challenger" if name.startswith("challenger") else "champion"
         quantile = name.split()[-1] if " " in name else ""
@@ -209,7 +208,7 @@ def srm_chart(rollout: Rollout) -> str | None:
             [None] * (len(threshold) + 1),
             "fail-region",
         )
-        chart.steps(threshold, "tolerance")
+        chart.line([*threshold, (chart.x1, threshold[-1][1])], "tolerance")
     chart.line(values, "estimate", title="log e-value")
     _mark_steps(chart, rollout)
     return chart.render("sample ratio mismatch test over time")

@@ -66,3 +66,8 @@ def legend(items: Sequence[tuple[str, str]]) -> str:
         for cls, text in items
     )
     return f'<div class="legend">{keys}</div>'
+
+
+def slug(text: str) -> str:
+    """An HTML id fragment: ``kpi.converted`` -> ``kpi-converted``."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower())

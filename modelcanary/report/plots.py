@@ -44,6 +44,7 @@ def plot_gates(rollout: Rollout) -> Any:
     for ax, label in zip(axes[:, 0], labels, strict=False):
         g = frame[frame["gate"] == label].astype({"estimate": float, "lower": float,
                                                   "upper": float, "tolerance": float})  # fmt: skip
+        g = g[g["estimate"].notna()]  # evaluations before the gate had data draw nothing
         late = g.iloc[len(g) // 2 :]
         values = np.concatenate(
             [g["estimate"].dropna(), g["tolerance"].dropna(), late["lower"].dropna(),

@@ -23,13 +23,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 LATENCY_LINES = ("p50", "p95", "p99")  # quantiles drawn over time
-TERMINAL_ACTIONS = frozenset({"promote", "rollback", "halt", "abort"})
-OUTCOME_OF_ACTION = {
-    "promote": "promoted",
-    "rollback": "rolled back",
-    "halt": "halted",
-    "abort": "aborted",
+#: Rollout states (a decision's ``to_state``) as the report names them; ``running:<step>``
+#: is "in progress". Promoted, rolled back and aborted are final; a halted or paused
+#: rollout waits for a human.
+OUTCOMES = {
+    "promoted": "promoted",
+    "rolled_back": "rolled back",
+    "aborted": "aborted",
+    "halted": "halted",
+    "paused": "paused",
 }
+FINAL_STATES = frozenset({"promoted", "rolled_back", "aborted"})
 
 
 def parse_ts(value: Any) -> float:
@@ -205,25 +209,23 @@ class Rollout:
 
     @property
     def final(self) -> Mapping[str, Any]:
-        """The terminal decision if the rollout ended, else the latest one."""
+        """The decision that ended the rollout, else the latest one. (Holds recorded
+        after the end, judged before the judge saw it, are skipped.)"""
         for decision in reversed(self.decisions):
-            if decision.get("action") in TERMINAL_ACTIONS:
+            if decision.get("to_state") in FINAL_STATES:
                 return decision
+            if decision.get("action") != "hold":
+                break
         return self.decisions[-1]
 
     @property
     def finished(self) -> bool:
-        return self.final.get("action") in TERMINAL_ACTIONS
+        return self.final.get("to_state") in FINAL_STATES
 
     @property
     def outcome(self) -> str:
-        """promoted, rolled back, halted, aborted, or in progress (at which step)."""
-        action = str(self.final.get("action", ""))
-        if action in OUTCOME_OF_ACTION:
-            return OUTCOME_OF_ACTION[action]
-        if str(self.final.get("to_state", "")) == "paused":
-            return "paused"
-        return "in progress"
+        """promoted, rolled back, aborted; halted or paused; else in progress."""
+        return OUTCOMES.get(str(self.final.get("to_state", "")), "in progress")
 
     @property
     def evidence(self) -> Mapping[str, Any]:
@@ -310,7 +312,8 @@ class Rollout:
         return out
 
     def step_changes(self) -> list[tuple[float, int, float, str]]:
-        """(t, step index, traffic fraction, mode) where each step was first judged."""
+        """(t, step index, traffic fraction, mode) where each step started: its first
+        judged decision's time less how long the step had run by then."""
         out: list[tuple[float, int, float, str]] = []
         seen: set[int] = set()
         for decision in self.judged():
@@ -320,7 +323,8 @@ class Rollout:
                 continue
             seen.add(index)
             fraction = number(step.get("traffic_fraction")) or 0.0
-            out.append((self.t(decision), index, fraction, str(step.get("mode", ""))))
+            started = max(self.t(decision) - (number(step.get("elapsed_s")) or 0.0), 0.0)
+            out.append((started, index, fraction, str(step.get("mode", ""))))
         return out
 
     def series(self, *path: str) -> list[tuple[float, float]]:

@@ -38,6 +38,9 @@ def test_good_candidate_promoted_bad_one_rolled_back(tmp_path) -> None:
     assert "accuracy" in bad.decision.reason
     assert good.traffic.failed == 0 and bad.traffic.failed == 0, text
     assert "promote" in text and "rollback" in text
+    for result in results:
+        assert result.report is not None and result.report.exists(), text
+        assert "<html" in result.report.read_text()[:2000].lower()
     alive = [
         p
         for p in psutil.Process().children(recursive=True)

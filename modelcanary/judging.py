@@ -11,7 +11,9 @@ many evaluators.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,27 +60,36 @@ class JudgeLoop:
         self.snapshots: dict[int, Snapshot] = {}
         self.last_judgements: dict[str, Judgement] = {}
         self._published: dict[str, _Published] = {}
+        self._lock = threading.Lock()
+        # Evidently's HTML of the decisions worth a report, by event id, for the recorder.
+        self.drift_reports: OrderedDict[str, str] = OrderedDict()
 
     def update(self, snapshot: Snapshot) -> None:
-        current = self.snapshots.get(snapshot.partition)
-        if current is None or snapshot.written_at >= current.written_at:
-            self.snapshots[snapshot.partition] = snapshot
-            self.models.update(snapshot.models.values())
+        with self._lock:
+            current = self.snapshots.get(snapshot.partition)
+            if current is None or snapshot.written_at >= current.written_at:
+                self.snapshots[snapshot.partition] = snapshot
+                self.models.update(snapshot.models.values())
 
     def evidence(self, rollout_id: str) -> RolloutEvidence:
-        parts = [
-            s.evidence[rollout_id] for s in self.snapshots.values() if rollout_id in s.evidence
-        ]
+        """The rollout's evidence merged over the latest snapshot of every partition."""
+        with self._lock:
+            parts = [
+                s.evidence[rollout_id] for s in self.snapshots.values() if rollout_id in s.evidence
+            ]
         return RolloutEvidence.merged(parts) if parts else RolloutEvidence()
 
-    def judge_rollout(self, rollout: Rollout, policy: Policy, now: float) -> Judgement:
+    def judge_rollout(
+        self, rollout: Rollout, policy: Policy, now: float, evidence: RolloutEvidence | None = None
+    ) -> Judgement:
         ctx = JudgeContext(
             rollout_id=rollout.rollout_id,
             step_index=rollout.step,
             step_started_at=rollout.step_started_at,
             now=now,
         )
-        judgement = judge(policy, self.evidence(rollout.rollout_id), ctx)
+        evidence = self.evidence(rollout.rollout_id) if evidence is None else evidence
+        judgement = judge(policy, evidence, ctx)
         if (
             judgement.action in (Action.ADVANCE, Action.PROMOTE)
             and policy.steps[rollout.step].requires_approval

@@ -93,6 +93,8 @@ class JudgeThread(threading.Thread):
                                      decision.reason)  # fmt: skip
                     except ModelcanaryError as exc:
                         log.warning("judging failed, retrying next tick: %s", exc)
+                    except Exception:  # a bug must not silently end the judge thread
+                        log.exception("judging crashed, retrying next tick")
                     next_tick = time.monotonic() + self.interval_s
         finally:
             self.consumer.close()

@@ -42,6 +42,7 @@ from modelcanary.errors import (
 from modelcanary.router import BatchRow
 from modelcanary.serving_metrics import ServingMetrics
 from modelcanary.serving_wiring import Serving, build_serving
+from serving.admin import AdminEndpoints
 
 log = logging.getLogger("modelcanary.serving")
 
@@ -275,7 +276,7 @@ async def _json(send: Any, status: int, body: dict) -> None:
     traffic={"timeout": 10},
     logging={"access": {"enabled": False}},
 )
-class ModelcanaryService:
+class ModelcanaryService(AdminEndpoints):
     def __init__(self) -> None:
         self.settings = SETTINGS
         self.serving = build_serving(self.settings)

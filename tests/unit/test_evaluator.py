@@ -167,3 +167,20 @@ def test_a_manual_gate_holds_until_approved() -> None:
     assert held.action.value == "hold" and "approval" in held.reason
     approved = dataclasses.replace(rollout, approved_step=0)
     assert loop.judge_rollout(approved, policy, now=60.0).action.value == "advance"
+
+
+def test_tick_publishes_each_decision_once_with_report_evidence() -> None:
+    evaluator = Evaluator(TOPICS, ListPublisher(), clock=lambda: 0.0)
+    for r in traffic(3_000):
+        evaluator.handle(r)
+    rollout = dataclasses.replace(new_rollout("m", "1", "2", POLICY, now=0.0), rollout_id="ro")
+    published = ListPublisher()
+    loop = JudgeLoop(TOPICS, published, lambda m: (rollout, POLICY), clock=lambda: 60.0)
+    for number in list(evaluator.partitions):
+        loop.update(evaluator.snapshot(number))
+    [decision] = loop.tick()
+    assert loop.tick() == []
+    assert decision.action.value == "rollback" and decision.from_state == "running:0"
+    assert decision.evidence["challenger_version"] == "2"
+    assert "latency" in decision.evidence
+    assert published.events == [(TOPICS.decisions, decision)]

@@ -234,8 +234,9 @@ class ModelRouter:
 
         The controller writes MLflow *after* it reads the decision, so the change lands a
         moment after the decision is seen. Stops as soon as the rollout's label equals
-        ``decision.to_state`` (or, with no ``to_state``, leaves ``from_state``; or another
-        rollout has started), else after ``max_s``. Returns whether it got there.
+        ``decision.to_state`` with the decision's traffic fraction (a set_traffic keeps the
+        label), or, with no ``to_state``, leaves ``from_state``; or another rollout has
+        started; else after ``max_s``. Returns whether it got there.
         """
         deadline = time.monotonic() + max_s
         while not self._stop.is_set():
@@ -243,6 +244,10 @@ class ModelRouter:
             snap = self.snapshot
             if snap.rollout_id != decision.rollout_id or (
                 snap.rollout_label == decision.to_state
+                and (
+                    not snap.table.active
+                    or snap.table.traffic_fraction == decision.traffic_fraction
+                )
                 if decision.to_state
                 else snap.rollout_label != decision.from_state
             ):

@@ -92,9 +92,9 @@ class DecisionWatcher:
 
 
 def demo_policy() -> Policy:
-    """The default gates with a first step of 10%: the demo's traffic is modest."""
+    """The default gates with larger first steps: the demo's traffic is modest."""
     policy = default_policy()
-    fractions = (0.10, 0.25, 0.50)
+    fractions = (0.15, 0.30, 0.50)
     steps = tuple(
         dataclasses.replace(step, traffic_fraction=fraction)
         for step, fraction in zip(policy.steps, fractions, strict=False)
@@ -122,7 +122,7 @@ def run_demo(
     base: Settings,
     console: Console,
     policy: Policy | None = None,
-    rate_per_s: float = 150.0,
+    rate_per_s: float = 200.0,
     max_rollout_s: float = 150.0,
 ) -> list[CandidateResult]:
     policy = policy or demo_policy()
@@ -201,6 +201,8 @@ def run_demo(
                 f"version {version}: [bold]{final.state.value if final else 'unknown'}[/] after "
                 f"{traffic.ok} requests ({traffic.failed} failed)"
             )
+            for error in traffic.errors[:3]:
+                step(f"  [yellow]a failed request:[/] {error}")
         step("stopping everything the demo started")
     console.print(summary_table(results))
     for result in results:

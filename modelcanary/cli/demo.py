@@ -10,7 +10,7 @@ from modelcanary.config import load_settings
 
 @app.command()
 def demo(
-    rate: float = typer.Option(150.0, help="Requests per second the simulator sends."),
+    rate: float = typer.Option(200.0, help="Requests per second the simulator sends."),
     max_rollout_s: float = typer.Option(
         150.0, help="Give up on a rollout that has not ended after this many seconds."
     ),

@@ -114,14 +114,14 @@ class AuditLog:
                 )
         return self._experiment_id
 
-    def _existing(self, event_id: str) -> str | None:
+    def _existing(self, event_id: str) -> Run | None:
         with self.registry.translated("audit runs"):
             runs = self.registry.client.search_runs(
                 [self._experiment()],
                 filter_string=f"tags.`{_TAG}event_id` = '{event_id}'",
                 max_results=1,
             )
-        return runs[0].info.run_id if runs else None
+        return runs[0] if runs else None
 
     def record(
         self,
@@ -134,11 +134,17 @@ class AuditLog:
     ) -> str:
         """Write the decision as a run (once per event id); return the run id.
 
+        Order: create the run (tagged with the event id), log metrics/params/tags and
+        artifacts, mark it finished, then tag both model versions. A retry after a failure
+        at any step finds the unfinished run by its event id and completes it.
+
         ``artifacts`` maps file names to text logged with the run (e.g. ``drift.html``).
         """
         existing = self._existing(decision.event_id)
-        if existing is not None:
-            return existing
+        if existing is not None and existing.info.status == "FINISHED":
+            self._link_versions(decision.model, existing.info.run_id, champion_version,
+                                challenger_version)  # fmt: skip
+            return existing.info.run_id
         client = self.registry.client
         tags = {
             f"{_TAG}model": decision.model,
@@ -175,8 +181,14 @@ class AuditLog:
         ][:100]
         run_name = f"{decision.action.value} {decision.from_state} -> {decision.to_state}"
         with self.registry.translated(f"audit run of {decision.rollout_id}"):
-            run = client.create_run(self._experiment(), run_name=run_name[:250])
-            run_id = run.info.run_id
+            # The run carries its event id from its creation, so a retry after a failure
+            # at any later write finds it and completes it instead of starting another.
+            if existing is None:
+                run_id = client.create_run(
+                    self._experiment(), run_name=run_name[:250], tags=tags
+                ).info.run_id
+            else:
+                run_id = existing.info.run_id
             client.log_batch(
                 run_id,
                 metrics=metrics,
@@ -189,11 +201,13 @@ class AuditLog:
             for name, text in (artifacts or {}).items():
                 client.log_text(run_id, text, name)
             client.set_terminated(run_id)
-        for version in {champion_version, challenger_version}:
-            self.registry.set_version_tags(
-                decision.model, version, {f"{_TAG}last_evaluation_run": run_id}
-            )
+        self._link_versions(decision.model, run_id, champion_version, challenger_version)
         return run_id
+
+    def _link_versions(self, model: str, run_id: str, *versions: str) -> None:
+        """Point both versions at the run (idempotent: a retry sets the same values)."""
+        for version in set(versions):
+            self.registry.set_version_tags(model, version, {f"{_TAG}last_evaluation_run": run_id})
 
     def history(self, model: str, include_holds: bool = False) -> list[AuditEntry]:
         """Recorded decisions of ``model``, oldest first."""

@@ -71,7 +71,9 @@ class Evaluator:
         self.clock = clock
         self.worker = worker
         self.partitions: dict[int, PartitionState] = {}
-        self.counts = {"predictions": 0, "outcomes": 0, "dead_letters": 0, "replayed": 0}
+        self.counts = {
+            "predictions": 0, "outcomes": 0, "dead_letters": 0, "replayed": 0, "duplicates": 0,
+        }  # fmt: skip
 
     # -- ownership -------------------------------------------------------------------
     def assign(self, partition: int, snapshot: Snapshot | None) -> dict[str, int | None]:
@@ -164,6 +166,8 @@ class Evaluator:
     ) -> None:  # fmt: skip
         if replay:
             self.counts["replayed"] += 1
+        elif state.joiner.is_duplicate(event):
+            self.counts["duplicates"] += 1
         else:
             self.counts["predictions"] += 1
             if event.rollout_id is not None:

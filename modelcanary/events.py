@@ -178,13 +178,17 @@ def encode(event: Event) -> bytes:
         raise EventError(f"{type(event).__name__} is not JSON-serialisable: {exc}") from exc
 
 
-def _load(raw: bytes) -> dict[str, Any]:
+def _load(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise EventError("a record without a value (tombstone) is not an event")
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"event of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventError(f"not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise EventError("not JSON we accept: nested too deeply") from exc
     if not isinstance(obj, dict):
         raise EventError(f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version")
@@ -227,9 +231,15 @@ def _common(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finite(name: str, value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except OverflowError as exc:
+        raise EventError(f"field {name!r} is beyond the range of a float") from exc
+    if not math.isfinite(number):
         raise EventError(f"field {name!r} is not a finite number")
-    return None if value is None else float(value)
+    return number
 
 
 def _enum(enum: type[StrEnum], obj: dict[str, Any], name: str) -> Any:
@@ -289,7 +299,9 @@ def decode_decision(raw: bytes) -> DecisionEvent:
         action=_enum(Action, obj, "action"),
         from_state=_require(obj, "from_state", str),
         to_state=_require(obj, "to_state", str),
-        traffic_fraction=float(_require(obj, "traffic_fraction", (int, float))),
+        traffic_fraction=_finite(  # type: ignore[arg-type]
+            "traffic_fraction", _require(obj, "traffic_fraction", (int, float))
+        ),
         reason=_require(obj, "reason", str),
         evidence=_optional(obj, "evidence", dict) or {},
     )

@@ -13,11 +13,12 @@ Restoring after a rebalance. Each record may carry its origin ``(topic, offset)`
 worker that takes over a partition restores the evidence of a snapshot and replays the
 partition from the snapshot's low watermark (:meth:`Joiner.low_watermarks`: the oldest
 record still in an open join) with ``replay=True`` up to the snapshot's high watermark.
-Replayed records rebuild open joins but are never counted again: a join completed by
-a replayed record was counted before the snapshot, and a join made only of replayed
-records that expires is dropped (it was either counted before, or it was open at the
-snapshot and would have expired without an outcome — the one thing a restore may
-lose, and it carries no labelled evidence).
+Replayed records rebuild open joins but are never counted again: a join made only of
+replayed records was counted before the snapshot (whichever record completes it — the
+two topics are consumed independently, so a new record may arrive before its replayed
+partner), and a join made only of replayed records that expires is dropped (it was
+either counted before, or it was open at the snapshot and would have expired without
+an outcome — the one thing a restore may lose, and it carries no labelled evidence).
 """
 
 from __future__ import annotations
@@ -121,6 +122,13 @@ class Joiner:
         pending.outcome = event
         return self._settle(event.request_id, pending, origin, replay) + self._evict(now)
 
+    def is_duplicate(self, event: PredictionEvent) -> bool:
+        """Whether this prediction (same request, same arm) was already taken."""
+        if event.request_id in self._done:
+            return True
+        pending = self._open.get(event.request_id)
+        return pending is not None and event.arm in pending.predictions
+
     def expire(self, now: float) -> list[JoinedRequest]:
         """Release joins older than the TTL (call periodically)."""
         released: list[JoinedRequest] = []
@@ -160,7 +168,7 @@ class Joiner:
             return []
         del self._open[request_id]
         self._mark_done(request_id)
-        if replay:
+        if pending.replayed_only:  # every record replayed: counted before the snapshot
             return []
         self.counters.joined += 1
         return [JoinedRequest(request_id, dict(pending.predictions), pending.outcome)]

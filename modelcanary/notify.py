@@ -82,12 +82,13 @@ class WebhookNotifier:
                 self.delivered += 1
                 return
             except httpx.HTTPError as exc:
+                # str(exc) would contain the URL, and webhook URLs carry secrets.
                 log.warning(
                     "webhook %s failed (attempt %d/%d): %s",
                     _redact(url),
                     attempt,
                     self.attempts,
-                    exc,
+                    _describe(exc),
                 )
                 if attempt < self.attempts and self._stop.wait(self.backoff_s * 2 ** (attempt - 1)):
                     break
@@ -100,6 +101,12 @@ class WebhookNotifier:
         self._queue.put(None)
         self._thread.join(timeout_s)
         self._stop.set()
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
 
 
 def _redact(url: str) -> str:

@@ -42,9 +42,9 @@ def encode_snapshot(snapshot: Snapshot, key: bytes) -> bytes:
     return MAGIC + hmac.new(key, body, hashlib.sha256).digest() + body
 
 
-def decode_snapshot(raw: bytes, key: bytes) -> Snapshot:
+def decode_snapshot(raw: bytes | None, key: bytes) -> Snapshot:
     """Verify and decode; raises :class:`EventError` on anything not signed with ``key``."""
-    if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + _SIG:
+    if raw is None or not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + _SIG:
         raise EventError("not a modelcanary partition snapshot")
     signature = raw[len(MAGIC) : len(MAGIC) + _SIG]
     body = raw[len(MAGIC) + _SIG :]

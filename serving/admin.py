@@ -22,7 +22,13 @@ from modelcanary.admin import (
     check_token,
 )
 from modelcanary.config import Settings
-from modelcanary.errors import ConfigError, ModelcanaryError, RolloutError
+from modelcanary.errors import (
+    ConfigError,
+    ModelcanaryError,
+    RegistryError,
+    RegistryUnavailableError,
+    RolloutError,
+)
 from modelcanary.events import Action, to_dict
 
 
@@ -57,8 +63,12 @@ class AdminEndpoints:
 
     @staticmethod
     def _refused(exc: ModelcanaryError) -> BentoMLException:
+        """409 for what the state machine or the policy refuses, 404 for an unknown model
+        or version, 503 only when MLflow or Kafka cannot be reached."""
         if isinstance(exc, RolloutError | ConfigError):
             return BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT)
+        if isinstance(exc, RegistryError) and not isinstance(exc, RegistryUnavailableError):
+            return BentoMLException(str(exc), error_code=HTTPStatus.NOT_FOUND)
         return BentoMLException(str(exc), error_code=HTTPStatus.SERVICE_UNAVAILABLE)
 
     @bentoml.api(route="/admin/rollout/start")

@@ -23,7 +23,8 @@ def _logging(verbose: bool) -> None:
         format="%(name)s: %(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
     )
-    for noisy in ("kafka", "urllib3", "mlflow", "alembic"):
+    # httpx logs every request with its full URL at INFO: webhook URLs carry secrets.
+    for noisy in ("kafka", "urllib3", "mlflow", "alembic", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -13,6 +16,7 @@ from modelcanary.config import Settings, Topics
 from modelcanary.controller import Controller
 from modelcanary.events import Action, DecisionEvent, PredictionEvent, decode_prediction
 from modelcanary.kafka_io import RecordConsumer
+from modelcanary.launch import Component, start_serving
 from modelcanary.policy import Policy, Step
 
 
@@ -30,6 +34,27 @@ def serving_settings(
         reconcile_interval_s=0.3,
     )
     return base.with_overrides(**overrides)
+
+
+@contextlib.contextmanager
+def clean_mlflow_env() -> Iterator[None]:
+    """Children started inside get no MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI.
+
+    Registering a model in this process sets them (MLflow's fluent API exports them), and
+    a child would inherit them; a serving replica in production has neither.
+    """
+    saved = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+             if k in os.environ}  # fmt: skip
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def start_clean_serving(settings: Settings, port: int, **kwargs: Any) -> Component:
+    """:func:`modelcanary.launch.start_serving` from an environment without MLflow URIs."""
+    with clean_mlflow_env():
+        return start_serving(settings, port, **kwargs)
 
 
 def end_rollout(controller: Controller, model: str) -> None:

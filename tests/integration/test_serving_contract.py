@@ -17,12 +17,13 @@ from schemathesis.checks import not_a_server_error
 from modelcanary.config import Settings
 from modelcanary.controller import Controller
 from modelcanary.demo_data import DemoDataset, load_demo_dataset, train_variant
-from modelcanary.launch import Component, start_serving
+from modelcanary.launch import Component
 from modelcanary.registry import Registry
 from tests.conftest import free_port
 from tests.integration.serving_stack import (
     end_rollout,
     serving_settings,
+    start_clean_serving,
     start_rollout,
     wait_for_health,
 )
@@ -67,7 +68,7 @@ def contract(
     good = registry.register_sklearn(model, train_variant("good", dataset), sample)
     controller = Controller(registry)
     start_rollout(controller, model, good, 0.5)  # both arms answer
-    serving = start_serving(settings, free_port())
+    serving = start_clean_serving(settings, free_port())
     try:
         with httpx.Client(base_url=serving.url or "", timeout=10) as client:
             wait_for_health(client, lambda h: h["challenger_version"] == good)

@@ -15,7 +15,7 @@ from modelcanary.config import Settings
 from modelcanary.controller import Controller
 from modelcanary.demo_data import DemoDataset, load_demo_dataset, train_variant
 from modelcanary.events import Arm, Mode
-from modelcanary.launch import Component, start_serving
+from modelcanary.launch import Component
 from modelcanary.registry import Registry
 from tests.conftest import free_port
 from tests.integration.faulty_models import RaisingModel, SlowModel, register_pyfunc
@@ -23,6 +23,7 @@ from tests.integration.serving_stack import (
     end_rollout,
     read_predictions,
     serving_settings,
+    start_clean_serving,
     start_rollout,
     wait_for_health,
 )
@@ -73,7 +74,7 @@ def stack(
     versions = {"baseline": registry.register_sklearn(model, train_variant("baseline", dataset), X)}
     versions["raising"] = register_pyfunc(registry, model, RaisingModel(), X)
     versions["slow"] = register_pyfunc(registry, model, SlowModel(delay_s=1.0), X)
-    serving = start_serving(settings, free_port())
+    serving = start_clean_serving(settings, free_port())
     try:
         with httpx.Client(base_url=serving.url or "", timeout=10) as client:
             yield Stack(settings, Controller(registry), serving, client, dataset, versions)

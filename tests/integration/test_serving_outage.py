@@ -27,10 +27,14 @@ from modelcanary.events import decode_prediction
 from modelcanary.infra.broker import start_broker
 from modelcanary.infra.processes import LOCALHOST, ProcessHandle, stop_process
 from modelcanary.kafka_io import RecordConsumer
-from modelcanary.launch import Component, start_serving
+from modelcanary.launch import Component
 from modelcanary.registry import Registry
 from tests.conftest import free_port
-from tests.integration.serving_stack import serving_settings, wait_for_health
+from tests.integration.serving_stack import (
+    serving_settings,
+    start_clean_serving,
+    wait_for_health,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -88,7 +92,7 @@ def outage(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     dataset = load_demo_dataset()
     model = settings.model_name
     registry.register_sklearn(model, train_variant("baseline", dataset), dataset.X_train.head(3))
-    serving = start_serving(settings, free_port())
+    serving = start_clean_serving(settings, free_port())
     state = Outage(settings, port, log, broker, serving, None, dataset.X_test.iloc[0].to_dict())  # type: ignore[arg-type]
     try:
         with httpx.Client(base_url=serving.url or "", timeout=10) as client:

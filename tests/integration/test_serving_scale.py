@@ -25,7 +25,7 @@ from modelcanary.launch import Component, start_serving
 from modelcanary.policy import Policy, Step
 from modelcanary.registry import Registry
 from tests.conftest import free_port
-from tests.integration.serving_stack import serving_settings
+from tests.integration.serving_stack import clean_mlflow_env, serving_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +59,7 @@ def replicas(
                 for v in ("baseline", "good")}  # fmt: skip
     controller = Controller(registry)
     controller.start(model, versions["good"], Policy(steps=(Step(0.3), Step(1.0))))
-    with ThreadPoolExecutor(2) as pool:  # start both replicas at once
+    with clean_mlflow_env(), ThreadPoolExecutor(2) as pool:  # both replicas at once
         starting = [pool.submit(start_serving, settings, free_port(), workers=n) for n in (2, 1)]
     started = [f.result() for f in starting if f.exception() is None]
     try:

@@ -140,16 +140,6 @@ def test_reordered_and_repeated_events_join_each_request_once(runs: tuple) -> No
     assert strata["dirty"] == strata["clean"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a redelivered prediction event (same event_id) is counted again: "
-        "Evaluator._on_prediction (modelcanary/evaluator.py) feeds every prediction record to "
-        "RolloutEvidence.observe_prediction before the joiner sees it, and nothing "
-        "deduplicates by event_id, so calls, errors, latency and the SRM counts include "
-        "the copies"
-    ),
-)
 def test_redelivered_prediction_events_are_counted_once(runs: tuple) -> None:
     clean, dirty = runs
     assert dirty.evidence.summary() == clean.evidence.summary()

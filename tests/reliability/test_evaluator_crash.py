@@ -124,7 +124,6 @@ REPLAY_BUG = (
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=REPLAY_BUG)
 def test_a_killed_and_replaced_evaluator_decides_as_an_uninterrupted_one(
     kafka_bootstrap: str, tmp_path: Path, measure
 ) -> None:
@@ -214,7 +213,6 @@ def test_a_join_open_at_the_snapshot_counts_once_when_replay_comes_first() -> No
     assert after.merged_evidence()[ROLLOUT].requests_joined == 1
 
 
-@pytest.mark.xfail(strict=True, reason=REPLAY_BUG)
 def test_a_join_open_at_the_snapshot_counts_once_when_the_new_record_comes_first() -> None:
     outcome, prediction = _open_join()
     after = _restored_after([outcome])

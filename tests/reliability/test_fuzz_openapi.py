@@ -70,16 +70,6 @@ def _fuzz(
     check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "POST /admin/rollout/start of a version that does not exist answers 503 'An "
-        "unexpected error has occurred': Controller.start raises RegistryError from "
-        "set_alias, and AdminEndpoints._refused (serving/admin.py) maps every error but "
-        "RolloutError/ConfigError to 503 (a RegistryError that is not "
-        "RegistryUnavailableError is the client's: 404 or 409 naming the version)"
-    ),
-)
 def test_starting_a_rollout_of_a_version_that_does_not_exist_is_a_client_error(
     stack: Stack,
 ) -> None:

@@ -410,17 +410,6 @@ def test_a_promotion_cut_at_any_write_is_finished_whole_once_mlflow_answers(
         assert cut.promoted is None, f"cut {cut.at} ({cut.request}): {cut.promoted}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the audit run can be left half written: AuditLog.record (modelcanary/audit.py) "
-        "creates the run, then logs its tags, params and metrics, then terminates it, then "
-        "tags both versions; a retry after a cut finds the run by its event_id tag and "
-        "returns early, so a run cut after log-batch stays RUNNING and the versions never "
-        "get modelcanary.last_evaluation_run; a run cut before log-batch is left behind "
-        "empty (no tags) and a second run is created"
-    ),
-)
 def test_a_promotion_cut_at_any_write_is_recorded_whole_once(sweep: Sweep) -> None:
     problems = []
     for cut in sweep.cuts:

@@ -391,9 +391,17 @@ CRASHING = {
 }
 
 
+STILL_FAILING = {"oversized"}  # the others are fixed: tombstones, overflow, nesting
+
+
 @pytest.mark.parametrize(
     "kind",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=r)) for k, r in CRASHING.items()],
+    [
+        pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=r))
+        if k in STILL_FAILING
+        else pytest.param(k)
+        for k, r in CRASHING.items()
+    ],
 )
 def test_poison_that_breaks_decoding_is_dead_lettered_and_work_goes_on(
     kind: str, kafka_bootstrap: str, mlflow_uri: str, model: str, tmp_path: Path

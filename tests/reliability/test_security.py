@@ -164,16 +164,6 @@ def _corpus(stack: Stack, tmp_path: Path) -> dict[str, bytes]:
     return corpus
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the webhook URL (whose path and query carry the secret) is written to the "
-        "controller's log twice: httpx logs every request line with the full URL at INFO "
-        "(`modelcanary control` sets INFO and does not quiet the httpx logger: "
-        "modelcanary/cli/run.py _logging), and WebhookNotifier._post (modelcanary/notify.py) "
-        "logs str(exc) of a failed call, which for an HTTP error status contains the full URL"
-    ),
-)
 def test_secrets_never_appear_in_logs_events_or_reports(stack: Stack, tmp_path: Path) -> None:
     # Traffic, and a decision the controller applies and notifies.
     stack.ensure_running_rollout()

@@ -50,6 +50,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	mkdir -p out
 	$(BIN)/python benchmarks/decision_quality.py --trials 500 --json out/decision_quality.json
+	$(BIN)/python benchmarks/control_latency.py --trials 30 --json out/control_latency.json
+	$(BIN)/python benchmarks/evaluator_throughput.py --events 100000 --json out/evaluator_throughput.json
+	$(BIN)/python benchmarks/serving_overhead.py --json out/serving_overhead.json
 
 clean:
 	rm -rf $(VENV) .modelcanary .pytest_cache .ruff_cache

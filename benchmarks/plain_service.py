@@ -50,7 +50,12 @@ class PlainAnswer(BaseModel):
 )
 class PlainService:
     def __init__(self) -> None:
-        registry = Registry(SETTINGS.resolved_mlflow_uri())
+        import mlflow
+
+        uri = SETTINGS.resolved_mlflow_uri()
+        mlflow.set_tracking_uri(uri)  # as serving_wiring does: models:/ URIs resolve by it
+        mlflow.set_registry_uri(uri)
+        registry = Registry(uri)
         model = SETTINGS.model_name
         version = registry.alias_version(model, "champion")
         if version is None:

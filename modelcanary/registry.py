@@ -397,7 +397,12 @@ class Registry:
         workdir = tempfile.mkdtemp(prefix="modelcanary-model-")
         predictor = None
         try:
-            with self._translated(f"version {version} of {name!r}"):
+            # MLflow resolves ``models:/`` through its process-wide URIs whatever is passed
+            # here: without setting them a process started from a clean environment cannot
+            # load any model.
+            with self._translated(f"version {version} of {name!r}"), _FLUENT_LOCK:
+                mlflow.set_tracking_uri(self.tracking_uri)
+                mlflow.set_registry_uri(self.tracking_uri)
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=f"models:/{name}/{version}",
                     dst_path=workdir,

@@ -56,8 +56,8 @@ def build_serving(settings: Settings, with_metrics: bool = True) -> Serving:
     # Loading a version downloads ``models:/NAME/VERSION``, which MLflow resolves through
     # its process-wide tracking and registry URIs, whatever the client was built with.
     # Without this a worker started from a clean environment cannot load any model.
-    pass  # XXX mlflow.set_tracking_uri(mlflow_uri)
-    pass  # XXX mlflow.set_registry_uri(mlflow_uri)
+    mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_registry_uri(mlflow_uri)
     registry = Registry(mlflow_uri)
     store = RolloutStore(registry)
     model = settings.model_name

@@ -150,7 +150,7 @@ def test_a_frozen_broker_spools_and_replays_every_event_once(outage: Outage) -> 
         broker = psutil.Process(outage.broker.pid)
         broker.suspend()
         try:
-            wait_for_health(outage.client, lambda h: h["status"] == "degraded", timeout_s=10)
+            wait_for_health(outage.client, lambda h: h["status"] == "degraded", timeout_s=30)
             time.sleep(1.5)
             assert outage.client.get("/healthz").json()["kafka"] == "spooling"
         finally:

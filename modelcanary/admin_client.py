@@ -36,7 +36,7 @@ class AdminClient:
                 "the replica refused the token: pass --token or set MODELCANARY_ADMIN_TOKEN to "
                 "the token the serving replicas were started with"
             )
-        if response.status_code == 404:
+        if response.status_code == 404 and "json" not in response.headers.get("content-type", ""):
             raise AdminCallError(f"{self.url} has no admin endpoint {path}: is it modelcanary?")
         if response.status_code >= 400:
             raise AdminCallError(_message(response))
@@ -48,6 +48,8 @@ def _message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text.strip()[:300] or f"HTTP {response.status_code}"
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]  # BentoML answers errors as [{"error": ...}]
     if isinstance(body, dict):
         return str(body.get("error") or body.get("detail") or body)[:300]
     return str(body)[:300]

@@ -240,11 +240,15 @@ class AuditLog:
         return entries
 
     def latest(self, rollout_id: str) -> dict[str, Any] | None:
-        """The most recent recorded decision of a rollout (holds included), as a dict."""
+        """The most recent recorded decision of a rollout (holds included), as a dict.
+
+        Only finished runs count: a run being written may not have its artifacts yet."""
         with self.registry.translated("audit runs"):
             runs = self.registry.client.search_runs(
                 [self._experiment()],
-                filter_string=f"tags.`{_TAG}rollout_id` = '{rollout_id}'",
+                filter_string=(
+                    f"tags.`{_TAG}rollout_id` = '{rollout_id}' and attributes.status = 'FINISHED'"
+                ),
                 order_by=["attributes.start_time DESC"],
                 max_results=1,
             )

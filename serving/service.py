@@ -18,9 +18,11 @@ otherwise. The challenger and Kafka never cause an error.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import bentoml
@@ -270,6 +272,22 @@ async def _json(send: Any, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+@contextlib.contextmanager
+def _http_errors() -> Iterator[None]:
+    """Our errors as HTTP answers: 422 bad values, 400 bad request, 503 not ready, 500."""
+    try:
+        yield
+    except InputRejectedError as exc:
+        raise UnprocessableEntity(str(exc)) from exc
+    except InvalidRequestError as exc:
+        raise InvalidArgument(str(exc)) from exc
+    except NotReadyError as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    except PredictionError as exc:
+        log.error("%s", exc)
+        raise InternalServerError(str(exc)) from exc
+
+
 @bentoml.service(
     name="modelcanary",
     workers=SETTINGS.serving_workers,
@@ -294,34 +312,16 @@ class ModelcanaryService(AdminEndpoints):
         self, features: dict[str, Any], request_id: str | None = None, unit_id: str | None = None
     ) -> PredictAnswer:
         """Answer with the version the split picks; emits a prediction event per model call."""
-        try:
+        with _http_errors():
             answer = await self.router.predict(features, request_id, unit_id)
-        except InputRejectedError as exc:
-            raise UnprocessableEntity(str(exc)) from exc
-        except InvalidRequestError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        except NotReadyError as exc:
-            raise ServiceUnavailable(str(exc)) from exc
-        except PredictionError as exc:
-            log.error("%s", exc)
-            raise InternalServerError(str(exc)) from exc
         return _answer(answer)
 
     @bentoml.api(input_spec=PredictBatchInput)
     async def predict_batch(self, rows: list[PredictRow]) -> BatchAnswer:
         """Answer many rows in one call: one model call per arm, one event per row."""
         batch = [BatchRow(r.features, r.request_id, r.unit_id) for r in rows]
-        try:
+        with _http_errors():
             answers = await self.router.predict_batch(batch)
-        except InputRejectedError as exc:
-            raise UnprocessableEntity(str(exc)) from exc
-        except InvalidRequestError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        except NotReadyError as exc:
-            raise ServiceUnavailable(str(exc)) from exc
-        except PredictionError as exc:
-            log.error("%s", exc)
-            raise InternalServerError(str(exc)) from exc
         return BatchAnswer(predictions=[_answer(a) for a in answers])
 
     @bentoml.api(input_spec=FeedbackInput)

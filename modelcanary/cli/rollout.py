@@ -84,40 +84,30 @@ def _act(model: str, action: str, reason: str, url: str | None, token: str | Non
     )
 
 
-@rollout_app.command("pause")
-def pause(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
-    """Freeze the split and stop automatic decisions until `resume`."""
-    _act(model, "pause", reason, url, token)
+OPERATOR_ACTIONS = {
+    "pause": "Freeze the split and stop automatic decisions until `resume`.",
+    "resume": "Resume a paused or halted rollout (the step's clock restarts).",
+    "approve": "Approve the current step's manual gate (`requires_approval: true` in the policy).",
+    "promote": "Promote the challenger now: it becomes champion, whatever the gates say.",
+    "rollback": "Roll the challenger back now: it stops serving and is tagged rolled_back.",
+    "abort": "Abort the rollout (like a rollback, recorded as aborted).",
+}
 
 
-@rollout_app.command("resume")
-def resume(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
-    """Resume a paused or halted rollout (the step's clock restarts)."""
-    _act(model, "resume", reason, url, token)
+def _operator_command(action: str, help_text: str) -> None:
+    def command(
+        model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN
+    ) -> None:
+        _act(model, action, reason, url, token)
+
+    command.__doc__ = (
+        f'{help_text}\n\nExample: modelcanary rollout {action} demo-classifier -r "why"'
+    )
+    rollout_app.command(action)(command)
 
 
-@rollout_app.command("approve")
-def approve(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
-    """Approve the current step's manual gate (`requires_approval: true` in the policy)."""
-    _act(model, "approve", reason, url, token)
-
-
-@rollout_app.command("promote")
-def promote(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
-    """Promote the challenger now: it becomes champion, whatever the gates say."""
-    _act(model, "promote", reason, url, token)
-
-
-@rollout_app.command("rollback")
-def rollback(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
-    """Roll the challenger back now: it stops serving and is tagged rolled_back."""
-    _act(model, "rollback", reason, url, token)
-
-
-@rollout_app.command("abort")
-def abort(model: str = MODEL, reason: str = REASON, url: str = URL, token: str = TOKEN) -> None:
-    """Abort the rollout (like a rollback, recorded as aborted)."""
-    _act(model, "abort", reason, url, token)
+for _action, _help in OPERATOR_ACTIONS.items():
+    _operator_command(_action, _help)
 
 
 @rollout_app.command("set-traffic")

@@ -23,6 +23,7 @@ n (no normal approximation) and needs no assumption on F beyond independence.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from scipy.special import betainc, betaincc, betaln
 
@@ -33,36 +34,33 @@ def _log(x: float) -> float:
     return math.log(x) if x > 0.0 else -math.inf
 
 
-def log_evalue_above(
-    count: int, n: int, p: float, strength: float = DEFAULT_PRIOR_STRENGTH
-) -> float:
-    """log E+_n(count): evidence that P(X < q) > p after ``count`` of ``n`` fell below q."""
+def _log_evalue(count: int, n: int, p: float, strength: float, tail: Any) -> float:
+    """Beta-binomial mixture e-value with the prior truncated by ``tail`` (a regularised
+    incomplete beta: ``betaincc`` keeps mass above p, ``betainc`` below)."""
     a, b = strength * p, strength * (1.0 - p)
     a2, b2 = a + count, b + (n - count)
     return (
         betaln(a2, b2)
-        + _log(float(betaincc(a2, b2, p)))
+        + _log(float(tail(a2, b2, p)))
         - betaln(a, b)
-        - _log(float(betaincc(a, b, p)))
+        - _log(float(tail(a, b, p)))
         - count * math.log(p)
         - (n - count) * math.log1p(-p)
     )
+
+
+def log_evalue_above(
+    count: int, n: int, p: float, strength: float = DEFAULT_PRIOR_STRENGTH
+) -> float:
+    """log E+_n(count): evidence that P(X < q) > p after ``count`` of ``n`` fell below q."""
+    return _log_evalue(count, n, p, strength, betaincc)
 
 
 def log_evalue_below(
     count: int, n: int, p: float, strength: float = DEFAULT_PRIOR_STRENGTH
 ) -> float:
     """log E-_n(count): evidence that P(X <= q) < p after ``count`` of ``n`` were <= q."""
-    a, b = strength * p, strength * (1.0 - p)
-    a2, b2 = a + count, b + (n - count)
-    return (
-        betaln(a2, b2)
-        + _log(float(betainc(a2, b2, p)))
-        - betaln(a, b)
-        - _log(float(betainc(a, b, p)))
-        - count * math.log(p)
-        - (n - count) * math.log1p(-p)
-    )
+    return _log_evalue(count, n, p, strength, betainc)
 
 
 def upper_rank(

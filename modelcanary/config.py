@@ -21,6 +21,8 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_SERVING_WORKERS   1                  worker processes of one `bentoml serve`
     MODELCANARY_CHALLENGER_TIMEOUT_MS 200            a slower challenger call counts as an error
     MODELCANARY_MAX_REQUEST_BYTES 1048576            larger request bodies get 413
+    MODELCANARY_MAX_HEADER_BYTES  16384              larger request headers (names + values) get 431
+    MODELCANARY_MAX_HEADERS       100                requests with more header fields get 431
     MODELCANARY_MAX_BATCH_ROWS    1000               most rows one /predict_batch call may carry
     MODELCANARY_SPOOL_MAX_BYTES   268435456          disk spool of undelivered events, per worker
     MODELCANARY_EVENT_DELIVERY_TIMEOUT_MS 5000       unacknowledged events after this are spooled
@@ -65,6 +67,8 @@ ENV_VARS: tuple[str, ...] = tuple(
         "SERVING_WORKERS",
         "CHALLENGER_TIMEOUT_MS",
         "MAX_REQUEST_BYTES",
+        "MAX_HEADER_BYTES",
+        "MAX_HEADERS",
         "MAX_BATCH_ROWS",
         "SPOOL_MAX_BYTES",
         "EVENT_DELIVERY_TIMEOUT_MS",
@@ -132,6 +136,8 @@ class Settings:
     serving_workers: int = 1
     challenger_timeout_ms: float = 200.0
     max_request_bytes: int = 1_048_576
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
     max_batch_rows: int = 1_000
     spool_max_bytes: int = 256 * 1024 * 1024
     event_delivery_timeout_ms: int = 5_000
@@ -165,7 +171,10 @@ class Settings:
         self._check_serving()
 
     def _check_serving(self) -> None:
-        at_least_one = ("serving_workers", "max_request_bytes", "max_batch_rows")
+        at_least_one = (
+            "serving_workers", "max_request_bytes", "max_header_bytes", "max_headers",
+            "max_batch_rows",
+        )  # fmt: skip
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
@@ -275,6 +284,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         serving_workers=_int(env, "SERVING_WORKERS", defaults.serving_workers),
         challenger_timeout_ms=_float(env, "CHALLENGER_TIMEOUT_MS", defaults.challenger_timeout_ms),
         max_request_bytes=_int(env, "MAX_REQUEST_BYTES", defaults.max_request_bytes),
+        max_header_bytes=_int(env, "MAX_HEADER_BYTES", defaults.max_header_bytes),
+        max_headers=_int(env, "MAX_HEADERS", defaults.max_headers),
         max_batch_rows=_int(env, "MAX_BATCH_ROWS", defaults.max_batch_rows),
         spool_max_bytes=_int(env, "SPOOL_MAX_BYTES", defaults.spool_max_bytes),
         event_delivery_timeout_ms=_int(

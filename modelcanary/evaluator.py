@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelcanary.config import Topics
 from modelcanary.errors import EventError
-from modelcanary.events import (
-    DeadLetterEvent,
-    OutcomeEvent,
-    PredictionEvent,
-    decode_outcome,
-    decode_prediction,
-)
+from modelcanary.events import DeadLetterEvent, decode_outcome, decode_prediction
 from modelcanary.join import JoinedRequest, Joiner
 from modelcanary.judge import RolloutEvidence
 from modelcanary.kafka_io import Record
@@ -127,72 +121,149 @@ class Evaluator:
     # -- records ---------------------------------------------------------------------
     def handle(self, record: Record) -> None:
         """Decode one record; poison goes to the dead-letter topic with the reason."""
-        state = self.partitions.get(record.partition)
+        self.handle_batch(record.topic, record.partition, (record,))
+
+    def handle_batch(self, topic: str, partition: int, records: Iterable[Any]) -> None:
+        """Records of one topic partition, in offset order: what a poll returns for it.
+
+        Each record needs ``offset``, ``key`` and ``value`` (a :class:`Record`, or the
+        kafka-python ``ConsumerRecord`` as polled: no copy). Same effect as
+        :meth:`handle` on each in turn, except that the clock is read once per batch.
+        """
+        state = self.partitions.get(partition)
         if state is None:  # not assigned through assign(): own it from the beginning
-            self.assign(record.partition, None)
-            state = self.partitions[record.partition]
-        if record.offset < state.next_offsets.get(record.topic, 0) and not self._replaying(
-            state, record
-        ):
-            return  # already counted (a re-delivery after a seek)
-        replay = self._replaying(state, record)
-        state.next_offsets[record.topic] = max(
-            state.next_offsets.get(record.topic, 0), record.offset + 1
-        )
-        state.changed = True
-        now = self.clock()
-        origin = (record.topic, record.offset)
+            self.assign(partition, None)
+            state = self.partitions[partition]
+        if topic == self.topics.predictions:
+            take = self._take_predictions
+        elif topic == self.topics.outcomes:
+            take = self._take_outcomes
+        else:
+            take = self._refuse
+        take(state, topic, records, self.clock())
+
+    def _take_predictions(
+        self, state: PartitionState, topic: str, records: Iterable[Any], now: float
+    ) -> None:
+        next_offsets = state.next_offsets
+        replay_until = state.replay_until.get(topic, 0)
+        next_offset = next_offsets.get(topic, 0)
+        joiner = state.joiner
+        take = joiner.take_prediction
+        evidence = state.evidence
+        joined: list[JoinedRequest] = []
+        predictions = replayed = duplicates = 0
         try:
-            if record.topic == self.topics.predictions:
-                self._on_prediction(state, decode_prediction(record.value), now, origin, replay)
-            elif record.topic == self.topics.outcomes:
-                self._on_outcome(state, decode_outcome(record.value), now, origin, replay)
-            else:
-                raise EventError(f"the evaluator does not read topic {record.topic}")
-        except EventError as exc:
-            if replay:
-                return
-            self.counts["dead_letters"] += 1
-            letter = DeadLetterEvent.wrap(record.topic, record.value or b"", str(exc), record.key)
-            self.publisher.publish(self.topics.deadletter, letter)
+            for record in records:
+                offset = record.offset
+                replay = offset < replay_until
+                if offset < next_offset:
+                    if not replay:
+                        continue  # already counted (a re-delivery after a seek)
+                else:
+                    next_offset = offset + 1
+                state.changed = True
+                try:
+                    event = decode_prediction(record.value)
+                except EventError as exc:
+                    if not replay:
+                        self._dead_letter(topic, record, exc)
+                    continue
+                fresh = take(event, now, (topic, offset), replay, joined)
+                if replay:
+                    replayed += 1
+                elif not fresh:
+                    duplicates += 1
+                else:
+                    predictions += 1
+                    rollout_id = event.rollout_id
+                    if rollout_id is not None:
+                        acc = evidence.get(rollout_id)
+                        if acc is None:
+                            acc = state.evidence_of(rollout_id, event.model)
+                        acc.observe_prediction(event)
+                if joined:
+                    self._observe(state, joined)
+                    joined.clear()
+        finally:
+            next_offsets[topic] = next_offset
+            counts = self.counts
+            counts["predictions"] += predictions
+            counts["replayed"] += replayed
+            counts["duplicates"] += duplicates
 
-    @staticmethod
-    def _replaying(state: PartitionState, record: Record) -> bool:
-        return record.offset < state.replay_until.get(record.topic, 0)
+    def _take_outcomes(
+        self, state: PartitionState, topic: str, records: Iterable[Any], now: float
+    ) -> None:
+        next_offsets = state.next_offsets
+        replay_until = state.replay_until.get(topic, 0)
+        next_offset = next_offsets.get(topic, 0)
+        take = state.joiner.take_outcome
+        joined: list[JoinedRequest] = []
+        outcomes = replayed = 0
+        try:
+            for record in records:
+                offset = record.offset
+                replay = offset < replay_until
+                if offset < next_offset:
+                    if not replay:
+                        continue  # already counted (a re-delivery after a seek)
+                else:
+                    next_offset = offset + 1
+                state.changed = True
+                try:
+                    event = decode_outcome(record.value)
+                except EventError as exc:
+                    if not replay:
+                        self._dead_letter(topic, record, exc)
+                    continue
+                if replay:
+                    replayed += 1
+                else:
+                    outcomes += 1
+                take(event, now, (topic, offset), replay, joined)
+                if joined:
+                    self._observe(state, joined)
+                    joined.clear()
+        finally:
+            next_offsets[topic] = next_offset
+            self.counts["outcomes"] += outcomes
+            self.counts["replayed"] += replayed
 
-    def _on_prediction(
-        self, state: PartitionState, event: PredictionEvent, now: float,
-        origin: tuple[str, int], replay: bool,
-    ) -> None:  # fmt: skip
-        if replay:
-            self.counts["replayed"] += 1
-        elif state.joiner.is_duplicate(event):
-            self.counts["duplicates"] += 1
-        else:
-            self.counts["predictions"] += 1
-            if event.rollout_id is not None:
-                state.evidence_of(event.rollout_id, event.model).observe_prediction(event)
-        self._observe(state, state.joiner.add_prediction(event, now, origin, replay))
+    def _refuse(
+        self, state: PartitionState, topic: str, records: Iterable[Any], now: float
+    ) -> None:
+        error = EventError(f"the evaluator does not read topic {topic}")
+        for record in records:
+            replay = record.offset < state.replay_until.get(topic, 0)
+            if record.offset < state.next_offsets.get(topic, 0) and not replay:
+                continue
+            state.next_offsets[topic] = max(state.next_offsets.get(topic, 0), record.offset + 1)
+            state.changed = True
+            if not replay:
+                self._dead_letter(topic, record, error)
 
-    def _on_outcome(
-        self, state: PartitionState, event: OutcomeEvent, now: float,
-        origin: tuple[str, int], replay: bool,
-    ) -> None:  # fmt: skip
-        if replay:
-            self.counts["replayed"] += 1
-        else:
-            self.counts["outcomes"] += 1
-        self._observe(state, state.joiner.add_outcome(event, now, origin, replay))
+    def _dead_letter(self, topic: str, record: Any, exc: EventError) -> None:
+        self.counts["dead_letters"] += 1
+        letter = DeadLetterEvent.wrap(topic, record.value or b"", str(exc), record.key)
+        self.publisher.publish(self.topics.deadletter, letter)
 
     @staticmethod
     def _observe(state: PartitionState, joined: list[JoinedRequest]) -> None:
+        evidence = state.evidence
         for request in joined:
-            first = next(iter(request.predictions.values()))
-            rollout_id = next(
-                (p.rollout_id for p in request.predictions.values() if p.rollout_id), None
-            )
+            predictions = request.predictions
+            rollout_id = None
+            for p in predictions.values():
+                if p.rollout_id:
+                    rollout_id = p.rollout_id
+                    break
             if rollout_id is not None:
-                state.evidence_of(rollout_id, first.model).observe_request(request)
+                acc = evidence.get(rollout_id)
+                if acc is None:
+                    first = next(iter(predictions.values()))
+                    acc = state.evidence_of(rollout_id, first.model)
+                acc.observe_request(request)
                 state.changed = True
 
     def expire(self) -> None:

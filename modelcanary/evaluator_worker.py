@@ -17,34 +17,57 @@ evidence and seeks to the snapshot's low watermark (records below the high water
 are replayed into the joiner only). A worker killed without warning loses at most the
 work since its last snapshot, which its successor redoes from the snapshot's offsets:
 nothing is lost and nothing is counted twice.
+
+Catching up (a backlog, a new worker replaying from a snapshot), the two topics of a
+partition number are read in step by record timestamp (:class:`TopicAligner`): Kafka
+fetches by bytes, and an outcome is a fifth of a prediction's size, so left alone the
+outcomes would run ahead by hundreds of thousands of records, each an open join held in
+memory (and dropped past the joiner's ``max_open``). In step, open joins stay what a
+live worker holds plus about :data:`MAX_TOPIC_LEAD_MS` of events.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import socket
 import threading
 import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from modelcanary.config import Settings
+from modelcanary.config import Settings, Topics
 from modelcanary.errors import BrokerUnavailableError, EventError
 from modelcanary.evaluator import Evaluator
-from modelcanary.kafka_io import EventPublisher, Record
+from modelcanary.kafka_io import EventPublisher
 from modelcanary.snapshot import Snapshot, decode_snapshot, encode_snapshot
 
 log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
+#: How many of a partition's latest state records :func:`read_latest_snapshots` keeps
+#: while reading, to fall back on when the newest does not decode.
+SNAPSHOT_FALLBACK = 4
 
 
 def read_latest_snapshots(
     bootstrap: str, topic: str, key: bytes, timeout_s: float = 30.0
 ) -> dict[int, Snapshot]:
-    """The newest snapshot of every evaluated partition, read from the state topic."""
+    """The newest snapshot of every evaluated partition, read from the state topic.
+
+    A record that does not decode (poison, a forged or unsigned snapshot, a tombstone) is
+    skipped with a warning, and the partition keeps its newest snapshot that does (among
+    the last :data:`SNAPSHOT_FALLBACK` records of its key): poison written after a valid
+    snapshot does not hide it. It is not dead-lettered here: this runs at every rebalance
+    in every worker and would send it again each time. The judge, which reads every
+    record of the topic once, does (:class:`~modelcanary.workers.JudgeThread`).
+    """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap.split(","),
         enable_auto_commit=False,
@@ -58,28 +81,165 @@ def read_latest_snapshots(
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
-        raw: dict[bytes, bytes] = {}
+        # Per key, its last few records (where, value), decoded newest first below.
+        raw: dict[bytes, deque[tuple[str, bytes | None]]] = {}
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             if time.monotonic() > deadline:
                 raise BrokerUnavailableError(f"could not read {topic} to its end in {timeout_s} s")
-            for messages in consumer.poll(timeout_ms=500).values():
+            for tp, messages in consumer.poll(timeout_ms=500).items():
                 for m in messages:
-                    if m.key is not None and m.value is not None:
-                        raw[m.key] = m.value
+                    where = f"{tp.topic}[{tp.partition}]@{m.offset}"
+                    kept = raw.setdefault(m.key or b"", deque(maxlen=SNAPSHOT_FALLBACK))
+                    kept.append((where, m.value))
     finally:
         consumer.close(autocommit=False)
     latest: dict[int, Snapshot] = {}
-    for value in raw.values():
-        try:
-            snapshot = decode_snapshot(value, key)
-        except EventError as exc:
-            log.error("ignoring an unreadable snapshot in %s: %s", topic, exc)
-            continue
-        current = latest.get(snapshot.partition)
-        if current is None or snapshot.written_at >= current.written_at:
-            latest[snapshot.partition] = snapshot
+    for values in raw.values():
+        for where, value in reversed(values):
+            try:
+                snapshot = decode_snapshot(value, key)
+            except EventError as exc:
+                log.warning("skipping the record at %s, not a snapshot we accept: %s", where, exc)
+                continue
+            current = latest.get(snapshot.partition)
+            if current is None or snapshot.written_at >= current.written_at:
+                latest[snapshot.partition] = snapshot
+            break
     return latest
+
+
+#: Fetch settings of the evaluator's consumer; ``benchmarks/evaluator_throughput.py``
+#: measures raw consumption and the evaluator with these same settings.
+CONSUMER_FETCH: dict[str, int] = {
+    "max_poll_records": 5_000,
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "max_partition_fetch_bytes": 4 * 1024 * 1024,
+}
+#: Cyclic-GC thresholds of an evaluator process (CPython's default is (700, 10, 10)).
+#: Joins keep each event alive for a while, so with the defaults most events are
+#: promoted and a large share of the time went into collections that find nothing to
+#: free: the evaluator's state has no reference cycles.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Set :data:`GC_THRESHOLDS` for this process (an evaluator worker's own)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+#: How far (record timestamps) one topic of a partition number may run ahead of the other
+#: while the other still has records to read.
+MAX_TOPIC_LEAD_MS = 1_000
+
+
+class TopicAligner:
+    """Reads the predictions and outcomes of each partition number in step.
+
+    After each poll it compares, per partition number, the timestamps of the last record
+    read from each topic: a topic more than ``max_lead_ms`` ahead of its partner is
+    paused while the partner still has records to read (its high watermark, from the
+    last fetch, is beyond what was read), and resumed once the partner has caught up to
+    within half that, or has nothing more to read. At most one of the two is paused, so
+    the pair always makes progress. kafka-python keeps what it already fetched for a
+    paused partition and hands it over after the resume: nothing is fetched twice.
+    """
+
+    def __init__(
+        self, consumer: KafkaConsumer, topics: Topics, max_lead_ms: int = MAX_TOPIC_LEAD_MS
+    ) -> None:
+        self.consumer = consumer
+        self.max_lead_ms = max_lead_ms
+        self._partner = {topics.predictions: topics.outcomes, topics.outcomes: topics.predictions}
+        self._last_ts: dict[TopicPartition, int] = {}
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self.pauses = 0
+
+    def observe(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """Note the last record of each batch of a poll, then pause or resume."""
+        for tp, records in polled.items():
+            if records and tp.topic in self._partner:
+                last = records[-1]
+                self._last_ts[tp] = last.timestamp
+                self._next_offset[tp] = last.offset + 1
+        for tp in list(self._paused):
+            if not self._keep_paused(tp):
+                self._paused.discard(tp)
+                self.consumer.resume(tp)
+                _unpark(self.consumer)
+        for tp in list(self._last_ts):
+            if tp not in self._paused and self._should_pause(tp):
+                self._paused.add(tp)
+                self.consumer.pause(tp)
+                self.pauses += 1
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop what is known of ``partitions`` (revoked, or moved by a seek)."""
+        for tp in partitions:
+            self._last_ts.pop(tp, None)
+            self._next_offset.pop(tp, None)
+            if tp in self._paused:
+                self._paused.discard(tp)
+                with contextlib.suppress(KafkaError):
+                    self.consumer.resume(tp)
+                _unpark(self.consumer)
+
+    def _partner_of(self, tp: TopicPartition) -> TopicPartition:
+        return TopicPartition(self._partner[tp.topic], tp.partition)
+
+    def _lead_ms(self, tp: TopicPartition, partner: TopicPartition) -> float | None:
+        mine, theirs = self._last_ts.get(tp), self._last_ts.get(partner)
+        return None if mine is None or theirs is None else mine - theirs
+
+    def _has_more(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` has records not read yet (as of its last fetch)."""
+        try:
+            high = self.consumer.highwater(tp)
+        except KafkaError:  # no longer assigned
+            return False
+        return high is not None and high > self._next_offset.get(tp, high)
+
+    def _should_pause(self, tp: TopicPartition) -> bool:
+        partner = self._partner_of(tp)
+        lead = self._lead_ms(tp, partner)
+        return (
+            lead is not None
+            and lead > self.max_lead_ms
+            and partner not in self._paused
+            and self._has_more(partner)
+        )
+
+    def _keep_paused(self, tp: TopicPartition) -> bool:
+        partner = self._partner_of(tp)
+        lead = self._lead_ms(tp, partner)
+        return lead is not None and lead > self.max_lead_ms / 2 and self._has_more(partner)
+
+
+def _unpark(consumer: KafkaConsumer) -> None:
+    """Work around a kafka-python 3.0.12 bug that would stall a resumed partition for good.
+
+    Records already fetched for a partition paused half-read are parked, and handed back
+    after its resume only when the fetcher's in-line slot is ``None``; but the slot keeps
+    the last batch it drained, empty and not ``None``, so the parked records stay parked
+    and the partition is never fetched again. An empty batch in the slot is the same as
+    none (the fetcher replaces it with the next one), so it is cleared here. A no-op if
+    kafka-python's internals are not what this expects.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current and getattr(fetcher, "_paused_partition_records", None):
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+def feed(evaluator: Evaluator, polled: Mapping[TopicPartition, Sequence[Any]]) -> int:
+    """Hand what one poll returned to ``evaluator``, a batch per topic partition (the
+    records as kafka-python returns them: no copy); returns how many records."""
+    handled = 0
+    for tp, messages in polled.items():
+        evaluator.handle_batch(tp.topic, tp.partition, messages)
+        handled += len(messages)
+    return handled
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -119,18 +279,20 @@ class EvaluatorWorker:
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 max_poll_interval_ms=settings.max_poll_interval_ms,
-                max_poll_records=5_000,
+                **CONSUMER_FETCH,
             )
         except KafkaError as exc:
             raise BrokerUnavailableError(
                 f"Kafka at {self.bootstrap} is not reachable ({type(exc).__name__}): run "
                 "`modelcanary up` or set MODELCANARY_KAFKA_BOOTSTRAP"
             ) from exc
+        self.aligner = TopicAligner(self.consumer, self.topics)
         self.consumer.subscribe([self.topics.predictions, self.topics.outcomes],
                                 listener=_Rebalance(self))  # fmt: skip
 
     # -- rebalance -------------------------------------------------------------------
     def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.aligner.forget(revoked)
         for number in sorted({tp.partition for tp in revoked}):
             snapshot = self.evaluator.revoke(number)
             if snapshot is not None:
@@ -139,6 +301,7 @@ class EvaluatorWorker:
                  sorted({tp.partition for tp in revoked}))  # fmt: skip
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.aligner.forget(assigned)
         numbers = sorted({tp.partition for tp in assigned} - set(self.evaluator.partitions))
         if not numbers:
             return
@@ -177,14 +340,13 @@ class EvaluatorWorker:
             log.warning("offset commit failed (harmless: snapshots carry offsets): %s", exc)
 
     def poll_once(self, timeout_ms: int = 200) -> int:
-        handled = 0
-        for tp, messages in self.consumer.poll(timeout_ms=timeout_ms).items():
-            for m in messages:
-                self.evaluator.handle(Record(tp.topic, tp.partition, m.offset, m.key, m.value))
-                handled += 1
+        polled = self.consumer.poll(timeout_ms=timeout_ms)
+        handled = feed(self.evaluator, polled)
+        self.aligner.observe(polled)
         return handled
 
     def run(self, stop: threading.Event) -> None:
+        tune_gc()
         next_snapshot = time.monotonic() + self.settings.snapshot_interval_s
         try:
             while not stop.is_set():

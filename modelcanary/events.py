@@ -7,11 +7,22 @@ Fields may be added within a schema version; renaming or removing one is a new v
 
 ``decode_*`` functions raise :class:`~modelcanary.errors.EventError` with a reason a
 dead-letter record can carry; they never raise anything else on bad bytes.
+
+Predictions and outcomes are what the evaluator reads by the million, so their decoders
+have a fast path: msgspec parses and type-checks the bytes against a wire schema in C
+(:class:`_PredictionWire`, :class:`_OutcomeWire`) and the event is assembled from the
+checked fields without going through the frozen dataclass's ``__init__``. The fast path
+only ever *accepts*: anything it does not take (bad JSON, a wrong type, a
+``schema_version`` other than 1, NaN or infinity, a field it does not know, a
+duplicated key with a bad value, UTF-16 input...) goes to the checked path
+(``_decode_*_checked``), which decides and gives the reason. The two agree on every
+input the fast path accepts (``tests/unit/test_event_decode_fast.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
@@ -19,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from modelcanary.errors import EventError
 
@@ -32,12 +45,19 @@ class Arm(StrEnum):
     CHAMPION = "champion"
     CHALLENGER = "challenger"
 
+    # Enum's __hash__ is a Python function (hash of the name); the evaluator hashes arms
+    # and modes in dictionary keys several times per event. The str hash is C, and agrees
+    # with ``==`` (``Arm.CHAMPION == "champion"``), which Enum's did not.
+    __hash__ = str.__hash__
+
 
 class Mode(StrEnum):
     """Canary: the challenger answers a fraction of users. Shadow: it answers a mirrored copy."""
 
     CANARY = "canary"
     SHADOW = "shadow"
+
+    __hash__ = str.__hash__  # see Arm
 
 
 class Action(StrEnum):
@@ -94,6 +114,14 @@ class PredictionEvent:
     def key(self) -> str:
         return self.request_id
 
+    def without_features(self) -> PredictionEvent:
+        """This event with ``features=None`` (a join keeps predictions, not their inputs)."""
+        if self.features is None:
+            return self
+        values = dict(self.__dict__)
+        values["features"] = None
+        return _assemble(PredictionEvent, values)
+
 
 @dataclass(frozen=True)
 class OutcomeEvent:
@@ -133,15 +161,41 @@ class DecisionEvent:
         return self.model
 
 
+#: The most of a refused record's value a dead letter carries (the rest is cut off):
+#: base64 makes it 4/3 larger, and a dead letter must stay under the producer's 1 MB
+#: record limit (librdkafka's ``message.max.bytes``) whatever it refers to.
+DEAD_LETTER_PAYLOAD_BYTES = 512 * 1024
+#: The most characters of a reason or an original key a dead letter carries.
+DEAD_LETTER_TEXT_CHARS = 1_000
+_DEAD_LETTER_IDS = uuid.UUID("5ec60ad8-2b96-47bb-9bdf-cb146482eab7")
+
+
 @dataclass(frozen=True)
 class DeadLetterEvent:
-    """A record a consumer could not use, with the reason and the original bytes."""
+    """A record a consumer could not use: why, where it was, and its bytes.
+
+    ``payload`` is the record's value, base64-encoded. A value over
+    :data:`DEAD_LETTER_PAYLOAD_BYTES` is cut there and ``payload_truncated`` is true;
+    ``payload_size`` and ``payload_sha256`` always describe the whole value. ``reason``
+    and ``original_key`` are cut to :data:`DEAD_LETTER_TEXT_CHARS` characters. So a dead
+    letter always fits in a Kafka record, however large the record it refers to.
+
+    Made with the record's partition and offset, its ``event_id`` is derived from the
+    record (topic, partition, offset and payload hash) instead of random: a consumer that
+    reads the same record again (the judge re-reads the state topic from its beginning
+    when it restarts) publishes the same dead letter, which readers deduplicate by id.
+    """
 
     model: str
     source_topic: str
     reason: str
     payload: str
     original_key: str | None = None
+    payload_size: int = 0
+    payload_sha256: str = ""
+    payload_truncated: bool = False
+    source_partition: int | None = None
+    source_offset: int | None = None
     event_id: str = field(default_factory=new_event_id)
     ts: str = field(default_factory=utc_now)
     schema_version: int = SCHEMA_VERSION
@@ -152,14 +206,38 @@ class DeadLetterEvent:
 
     @classmethod
     def wrap(
-        cls, source_topic: str, raw: bytes, reason: str, key: bytes | None = None, model: str = ""
+        cls,
+        source_topic: str,
+        raw: bytes,
+        reason: str,
+        key: bytes | None = None,
+        model: str = "",
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
     ) -> DeadLetterEvent:
+        """The dead letter of record ``raw`` (its value), refused for ``reason``."""
+        digest = hashlib.sha256(raw).hexdigest()
+        kept = raw[:DEAD_LETTER_PAYLOAD_BYTES]
+        event_id = (
+            str(uuid.uuid5(_DEAD_LETTER_IDS, f"{source_topic}/{partition}/{offset}/{digest}"))
+            if partition is not None and offset is not None
+            else new_event_id()
+        )
         return cls(
             model=model,
             source_topic=source_topic,
-            reason=reason,
-            payload=base64.b64encode(raw).decode("ascii"),
-            original_key=None if key is None else key.decode("utf-8", "replace"),
+            reason=reason[:DEAD_LETTER_TEXT_CHARS],
+            payload=base64.b64encode(kept).decode("ascii"),
+            original_key=(
+                None if key is None else key.decode("utf-8", "replace")[:DEAD_LETTER_TEXT_CHARS]
+            ),
+            payload_size=len(raw),
+            payload_sha256=digest,
+            payload_truncated=len(kept) < len(raw),
+            source_partition=partition,
+            source_offset=offset,
+            event_id=event_id,
         )
 
 
@@ -251,7 +329,114 @@ def _enum(enum: type[StrEnum], obj: dict[str, Any], name: str) -> Any:
         raise EventError(f"field {name!r}: {raw!r} is not one of {allowed}") from exc
 
 
+# -- the fast path of predictions and outcomes -----------------------------------------
+def _assemble(cls: type[Any], values: dict[str, Any]) -> Any:
+    """An instance of the frozen dataclass ``cls`` whose ``__dict__`` is ``values``.
+
+    ``values`` must hold every field of ``cls``, checked. This skips the generated
+    ``__init__``, which sets each field through ``object.__setattr__`` and costs several
+    times the whole decode. (It relies on the event classes keeping a ``__dict__``: no
+    ``slots=True`` on them.)
+    """
+    event = object.__new__(cls)
+    object.__setattr__(event, "__dict__", values)
+    return event
+
+
+class _PredictionWire(msgspec.Struct, forbid_unknown_fields=True):
+    """A prediction as the wire must carry it: required fields have no default.
+
+    Unknown fields are refused here (so go to the checked path, which ignores them):
+    msgspec would skip their values without the checks ``json.loads`` makes (UTF-8,
+    integers of more than 4300 digits), and the two paths must agree.
+    """
+
+    event_id: str
+    ts: str
+    model: str
+    schema_version: int
+    request_id: str
+    version: str | int
+    arm: Arm
+    mode: Mode
+    served: bool
+    latency_ms: float
+    prediction: Any = None
+    score: float | None = None
+    error: str | None = None
+    unit_id: str | None = None
+    rollout_id: str | None = None
+    step: int | None = None
+    traffic_fraction: float | None = None
+    features: dict[str, Any] | None = None
+
+
+class _OutcomeWire(msgspec.Struct, forbid_unknown_fields=True):
+    """An outcome as the wire must carry it (unknown fields: see :class:`_PredictionWire`)."""
+
+    event_id: str
+    ts: str
+    model: str
+    schema_version: int
+    request_id: str
+    label: Any = None
+    kpis: dict[str, float] | None = None
+
+
+_PREDICTION_WIRE = msgspec.json.Decoder(_PredictionWire)
+_OUTCOME_WIRE = msgspec.json.Decoder(_OutcomeWire)
+_asdict = msgspec.structs.asdict
+_isfinite = math.isfinite
+
+
 def decode_prediction(raw: bytes) -> PredictionEvent:
+    if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:
+        try:
+            wire = _PREDICTION_WIRE.decode(raw)
+        except Exception:  # anything the fast path does not take: the checked path decides
+            return _decode_prediction_checked(raw)
+        v = _asdict(wire)
+        score, fraction = v["score"], v["traffic_fraction"]
+        if (
+            v["schema_version"] == SCHEMA_VERSION
+            and _isfinite(v["latency_ms"])
+            and (score is None or _isfinite(score))
+            and (fraction is None or _isfinite(fraction))
+        ):
+            if type(v["version"]) is int:
+                v["version"] = str(v["version"])
+            v["latency_ms"] = v["latency_ms"] or 0.0  # -0.0 -> 0.0, as the checked path
+            return _assemble(PredictionEvent, v)  # type: ignore[no-any-return]
+    return _decode_prediction_checked(raw)
+
+
+def decode_outcome(raw: bytes) -> OutcomeEvent:
+    if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:
+        try:
+            wire = _OUTCOME_WIRE.decode(raw)
+        except Exception:  # anything the fast path does not take: the checked path decides
+            return _decode_outcome_checked(raw)
+        kpis = wire.kpis
+        if wire.schema_version == SCHEMA_VERSION and (
+            not kpis or all(_isfinite(x) for x in kpis.values())
+        ):
+            return _assemble(  # type: ignore[no-any-return]
+                OutcomeEvent,
+                {
+                    "model": wire.model,
+                    "request_id": wire.request_id,
+                    "label": wire.label,
+                    "kpis": kpis if kpis is not None else {},
+                    "event_id": wire.event_id,
+                    "ts": wire.ts,
+                    "schema_version": SCHEMA_VERSION,
+                },
+            )
+    return _decode_outcome_checked(raw)
+
+
+# -- the checked path: every event kind, every reason ----------------------------------
+def _decode_prediction_checked(raw: bytes) -> PredictionEvent:
     obj = _load(raw)
     features = _optional(obj, "features", dict)
     return PredictionEvent(
@@ -275,7 +460,7 @@ def decode_prediction(raw: bytes) -> PredictionEvent:
     )
 
 
-def decode_outcome(raw: bytes) -> OutcomeEvent:
+def _decode_outcome_checked(raw: bytes) -> OutcomeEvent:
     obj = _load(raw)
     kpis = _optional(obj, "kpis", dict) or {}
     clean: dict[str, float] = {}

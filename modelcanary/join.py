@@ -23,12 +23,13 @@ an outcome — the one thing a restore may lose, and it carries no labelled evid
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
 
 Origin = tuple[str, int]
+_ARMS = len(Arm)
 
 
 @dataclass(frozen=True)
@@ -51,20 +52,40 @@ class JoinedRequest:
         return self.predictions.get(arm)
 
 
-@dataclass
+def _joined(
+    request_id: str, predictions: dict[Arm, PredictionEvent], outcome: OutcomeEvent | None
+) -> JoinedRequest:
+    """``JoinedRequest(...)`` without the frozen dataclass's ``__init__`` (the hot path)."""
+    joined = object.__new__(JoinedRequest)
+    object.__setattr__(
+        joined, "__dict__",
+        {"request_id": request_id, "predictions": predictions, "outcome": outcome},
+    )  # fmt: skip
+    return joined
+
+
 class _Pending:
-    first_seen: float
-    predictions: dict[Arm, PredictionEvent] = field(default_factory=dict)
-    outcome: OutcomeEvent | None = None
-    origins: list[Origin] = field(default_factory=list)
-    replayed_only: bool = True
+    """An open join. Predictions are kept without their features."""
+
+    __slots__ = ("first_seen", "origins", "outcome", "predictions", "replayed_only")
+
+    def __init__(self, first_seen: float) -> None:
+        self.first_seen = first_seen
+        self.predictions: dict[Arm, PredictionEvent] = {}
+        self.outcome: OutcomeEvent | None = None
+        self.origins: list[Origin] = []
+        self.replayed_only = True
 
     def complete(self) -> bool:
-        if self.outcome is None or not self.predictions:
+        predictions = self.predictions
+        if self.outcome is None or not predictions:
             return False
-        if any(p.mode is Mode.SHADOW for p in self.predictions.values()):
-            return len(self.predictions) == len(Arm)
-        return any(p.served for p in self.predictions.values())
+        served = False
+        for p in predictions.values():
+            if p.mode is Mode.SHADOW:
+                return len(predictions) == _ARMS
+            served = served or p.served
+        return served
 
 
 @dataclass
@@ -77,7 +98,17 @@ class JoinCounters:
 
 
 class Joiner:
-    """Holds open joins; returns :class:`JoinedRequest` objects as they complete."""
+    """Holds open joins; returns :class:`JoinedRequest` objects as they complete.
+
+    Memory is bounded: at most ``max_open`` open joins (when one more opens, the oldest
+    is released without its outcome), and the last ``remember_done`` finished requests,
+    to recognise duplicates (older ones are forgotten first). A finished request is
+    remembered by the hash of its id (``hash(str)``, 64 bits, kept in the string: no
+    extra work), about 70 bytes each, whatever the id's length; two ids with the same
+    hash make the second look like a duplicate, with probability ``remember_done /
+    2**64`` per request. The hash is salted per process, which is fine: this memory is
+    never shared nor persisted (a restored worker rebuilds its open joins by replay).
+    """
 
     def __init__(
         self, ttl_s: float = 3600.0, max_open: int = 200_000, remember_done: int = 200_000
@@ -86,7 +117,8 @@ class Joiner:
         self.max_open = max_open
         self.remember_done = remember_done
         self._open: OrderedDict[str, _Pending] = OrderedDict()
-        self._done: OrderedDict[str, None] = OrderedDict()
+        self._done: set[int] = set()  # hashes of the ids of finished requests
+        self._done_order: deque[int] = deque()  # the same, oldest first
         self.counters = JoinCounters()
 
     @property
@@ -100,13 +132,9 @@ class Joiner:
         origin: Origin | None = None,
         replay: bool = False,
     ) -> list[JoinedRequest]:
-        pending = self._pending(event.request_id, now)
-        if pending is None or event.arm in pending.predictions:
-            self.counters.duplicates += not replay
-            return self._evict(now)
-        # Features were already observed with the prediction; a join does not need them.
-        pending.predictions[event.arm] = _without_features(event)
-        return self._settle(event.request_id, pending, origin, replay) + self._evict(now)
+        out: list[JoinedRequest] = []
+        self.take_prediction(event, now, origin, replay, out)
+        return out
 
     def add_outcome(
         self,
@@ -115,16 +143,69 @@ class Joiner:
         origin: Origin | None = None,
         replay: bool = False,
     ) -> list[JoinedRequest]:
-        pending = self._pending(event.request_id, now)
-        if pending is None or pending.outcome is not None:
+        out: list[JoinedRequest] = []
+        self.take_outcome(event, now, origin, replay, out)
+        return out
+
+    def take_prediction(
+        self,
+        event: PredictionEvent,
+        now: float,
+        origin: Origin | None,
+        replay: bool,
+        out: list[JoinedRequest],
+    ) -> bool:
+        """:meth:`add_prediction` appending to ``out``; False when ``event`` is a duplicate
+        (what :meth:`is_duplicate` said before the call)."""
+        request_id = event.request_id
+        pending = self._open.get(request_id)
+        if pending is None:
+            if hash(request_id) in self._done:
+                self.counters.duplicates += not replay
+                self._evict(now, out)
+                return False
+            pending = self._open[request_id] = _Pending(now)
+        elif event.arm in pending.predictions:
             self.counters.duplicates += not replay
-            return self._evict(now)
+            self._evict(now, out)
+            return False
+        # Features were already observed with the prediction; a join does not need them.
+        pending.predictions[event.arm] = (
+            event if event.features is None else event.without_features()
+        )
+        self._settle(request_id, pending, origin, replay, out)
+        self._evict(now, out)
+        return True
+
+    def take_outcome(
+        self,
+        event: OutcomeEvent,
+        now: float,
+        origin: Origin | None,
+        replay: bool,
+        out: list[JoinedRequest],
+    ) -> bool:
+        """:meth:`add_outcome` appending to ``out``; False when ``event`` is a duplicate."""
+        request_id = event.request_id
+        pending = self._open.get(request_id)
+        if pending is None:
+            if hash(request_id) in self._done:
+                self.counters.duplicates += not replay
+                self._evict(now, out)
+                return False
+            pending = self._open[request_id] = _Pending(now)
+        elif pending.outcome is not None:
+            self.counters.duplicates += not replay
+            self._evict(now, out)
+            return False
         pending.outcome = event
-        return self._settle(event.request_id, pending, origin, replay) + self._evict(now)
+        self._settle(request_id, pending, origin, replay, out)
+        self._evict(now, out)
+        return True
 
     def is_duplicate(self, event: PredictionEvent) -> bool:
         """Whether this prediction (same request, same arm) was already taken."""
-        if event.request_id in self._done:
+        if hash(event.request_id) in self._done:
             return True
         pending = self._open.get(event.request_id)
         return pending is not None and event.arm in pending.predictions
@@ -132,11 +213,7 @@ class Joiner:
     def expire(self, now: float) -> list[JoinedRequest]:
         """Release joins older than the TTL (call periodically)."""
         released: list[JoinedRequest] = []
-        while self._open:
-            request_id, pending = next(iter(self._open.items()))
-            if now - pending.first_seen < self.ttl_s:
-                break
-            released.extend(self._release(request_id))
+        self._expire(now, released)
         return released
 
     def low_watermarks(self) -> dict[str, int]:
@@ -148,58 +225,64 @@ class Joiner:
                     lows[topic] = offset
         return lows
 
-    def _pending(self, request_id: str, now: float) -> _Pending | None:
-        if request_id in self._done:
-            return None
-        pending = self._open.get(request_id)
-        if pending is None:
-            pending = _Pending(first_seen=now)
-            self._open[request_id] = pending
-        return pending
-
     def _settle(
-        self, request_id: str, pending: _Pending, origin: Origin | None, replay: bool
-    ) -> list[JoinedRequest]:
+        self,
+        request_id: str,
+        pending: _Pending,
+        origin: Origin | None,
+        replay: bool,
+        out: list[JoinedRequest],
+    ) -> None:
         if origin is not None:
             pending.origins.append(origin)
         if not replay:
             pending.replayed_only = False
         if not pending.complete():
-            return []
+            return
         del self._open[request_id]
         self._mark_done(request_id)
         if pending.replayed_only:  # every record replayed: counted before the snapshot
-            return []
+            return
         self.counters.joined += 1
-        return [JoinedRequest(request_id, dict(pending.predictions), pending.outcome)]
+        out.append(_joined(request_id, pending.predictions, pending.outcome))
 
-    def _evict(self, now: float) -> list[JoinedRequest]:
-        released = self.expire(now)
-        while len(self._open) > self.max_open:
-            request_id = next(iter(self._open))
-            released.extend(self._release(request_id))
-        return released
+    def _expire(self, now: float, out: list[JoinedRequest]) -> None:
+        open_ = self._open
+        ttl = self.ttl_s
+        while open_:
+            request_id, pending = next(iter(open_.items()))
+            if now - pending.first_seen < ttl:
+                break
+            self._release(request_id, out)
 
-    def _release(self, request_id: str) -> list[JoinedRequest]:
+    def _evict(self, now: float, out: list[JoinedRequest]) -> None:
+        open_ = self._open
+        if open_ and now - open_[next(iter(open_))].first_seen >= self.ttl_s:
+            self._expire(now, out)
+        while len(open_) > self.max_open:
+            self._release(next(iter(open_)), out)
+
+    def _release(self, request_id: str, out: list[JoinedRequest]) -> None:
         pending = self._open.pop(request_id)
         self._mark_done(request_id)
         if pending.replayed_only and pending.origins:
             self.counters.dropped_after_restore += 1
-            return []
+            return
         if not pending.predictions:
             self.counters.dropped_orphan_outcomes += 1
-            return []
+            return
         if pending.outcome is None:
             self.counters.expired_without_outcome += 1
         else:
             self.counters.joined += 1
-        return [JoinedRequest(request_id, dict(pending.predictions), pending.outcome)]
+        out.append(_joined(request_id, pending.predictions, pending.outcome))
 
     def _mark_done(self, request_id: str) -> None:
-        self._done[request_id] = None
-        while len(self._done) > self.remember_done:
-            self._done.popitem(last=False)
-
-
-def _without_features(event: PredictionEvent) -> PredictionEvent:
-    return event if event.features is None else replace(event, features=None)
+        key = hash(request_id)
+        if key in self._done:  # only on a hash collision: keep one entry
+            return
+        self._done.add(key)
+        order = self._done_order
+        order.append(key)
+        while len(order) > self.remember_done:
+            self._done.discard(order.popleft())

@@ -5,7 +5,13 @@ loop keeps the latest snapshot of every partition, merges the evidence of each r
 across them (merging equals one pass over the union, so the decision does not depend
 on how many workers there are), judges every running rollout on a tick and publishes
 the decisions worth acting on. It runs in the controller process: one judge, however
-many evaluators.
+many evaluators, however many models.
+
+Which models it judges: every model named in a snapshot (one with evidence), plus every
+model ``discover`` returns — the registry's models with a rollout in progress, asked
+every ``discover_every_s``. Discovery is what makes a rollout that gets no traffic at
+all (its replicas are down, or nobody calls them) still hold, and end at its step's
+``max_duration_s``: with snapshots alone, the judge would never hear of it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelcanary.config import Topics
+from modelcanary.errors import ModelcanaryError
 from modelcanary.events import Action, DecisionEvent, Mode
 from modelcanary.judge import JudgeContext, Judgement, RolloutEvidence, judge
 from modelcanary.policy import Policy
@@ -29,6 +36,8 @@ from modelcanary.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 RolloutReader = Callable[[str], tuple[Rollout | None, Policy | None]]
+#: Names of the models that have a rollout in progress (a registry search).
+ModelDiscovery = Callable[[], Iterable[str]]
 
 
 class Publisher(Protocol):
@@ -37,7 +46,7 @@ class Publisher(Protocol):
 
 @dataclass
 class _Published:
-    keys: set[tuple[str, str]] = field(default_factory=set)
+    keys: set[tuple[str, float, str]] = field(default_factory=set)
     last_hold: float = 0.0
 
 
@@ -50,6 +59,8 @@ class JudgeLoop:
         hold_every_s: float = 10.0,
         watch: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        discover: ModelDiscovery | None = None,
+        discover_every_s: float = 10.0,
     ) -> None:
         self.topics = topics
         self.publisher = publisher
@@ -57,6 +68,9 @@ class JudgeLoop:
         self.hold_every_s = hold_every_s
         self.clock = clock
         self.models: set[str] = set(watch)
+        self.discover = discover
+        self.discover_every_s = discover_every_s
+        self._next_discovery = float("-inf")
         self.snapshots: dict[int, Snapshot] = {}
         self.last_judgements: dict[str, Judgement] = {}
         self._published: dict[str, _Published] = {}
@@ -111,6 +125,7 @@ class JudgeLoop:
     def tick(self) -> list[DecisionEvent]:
         """Judge every running rollout once; publish what should be acted on."""
         now = self.clock()
+        self._discover(now)
         decisions: list[DecisionEvent] = []
         for model in sorted(self.models):
             rollout, policy = self.read_rollout(model)
@@ -128,6 +143,26 @@ class JudgeLoop:
             decisions.append(decision)
         return decisions
 
+    def _discover(self, now: float) -> None:
+        """Add the models with a rollout in progress, at most every ``discover_every_s``.
+
+        A failed search (MLflow unreachable) is retried at the next tick; the models
+        already known are judged meanwhile.
+        """
+        if self.discover is None or now < self._next_discovery:
+            return
+        try:
+            found = set(self.discover())
+        except ModelcanaryError as exc:
+            log.warning("cannot list the models with a rollout, retrying: %s", exc)
+            return
+        self._next_discovery = now + self.discover_every_s
+        with self._lock:
+            new = found - self.models
+            self.models.update(found)
+        if new:
+            log.info("judging the rollouts of %s too", ", ".join(sorted(new)))
+
     def _keep_drift_report(
         self, event_id: str, evidence: RolloutEvidence, mode: Mode, policy: Policy
     ) -> None:
@@ -142,14 +177,18 @@ class JudgeLoop:
                 self.drift_reports.popitem(last=False)
 
     def _worth_publishing(self, rollout: Rollout, decision: DecisionEvent, now: float) -> bool:
-        """Holds at most every ``hold_every_s``; any other decision once per state."""
+        """Holds at most every ``hold_every_s``; any other decision once per version of the rollout.
+
+        The version is its state and ``updated_at``: after an operator's ``resume`` the
+        rollout is ``running`` at the same step again, and a halt must be published anew.
+        """
         published = self._published.setdefault(rollout.rollout_id, _Published())
         if decision.action is Action.HOLD:
             if now - published.last_hold < self.hold_every_s:
                 return False
             published.last_hold = now
             return True
-        key = (rollout.label, decision.action.value)
+        key = (rollout.label, rollout.updated_at, decision.action.value)
         if key in published.keys:
             return False
         published.keys.add(key)

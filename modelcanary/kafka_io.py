@@ -19,8 +19,10 @@ sender, does everything else in this order, one round at a time:
 So events reach Kafka in the order they were published, and an event is never lost
 while the spool has room (a full spool or queue refuses new events and counts them in
 ``dropped``). An event may be delivered twice: if the acknowledgement of a delivered
-event is lost, or the process dies between delivery and the spool's commit. Consumers
-deduplicate by ``event_id``.
+event is lost, if librdkafka cannot account for it after a purge (a request left half
+written to a frozen broker: every unconfirmed record of the round is spooled again), or
+if the process dies between delivery and the spool's commit. Consumers deduplicate by
+``event_id``.
 
 Without a spool argument an in-memory spool (:class:`~modelcanary.spool.MemorySpool`) is
 used: outages are bridged while the process lives.
@@ -244,7 +246,9 @@ class EventPublisher:
             self.flush(timeout_s)
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout_s)
+        # A round under way may wait up to the delivery timeout for acks before spooling
+        # what is unacknowledged: closing the spool under it would lose those events.
+        self._thread.join(timeout_s + self._delivery_timeout_s)
         if self._producer is not None:
             self._abort_producer()
         self._spool.close()
@@ -286,15 +290,21 @@ class EventPublisher:
 
     def _round(self) -> None:
         records, markers = self._take()
-        if self._producer is None:
-            self._connect()
-        if self._producer is not None and self._spool.depth == 0:
-            self._deliver(records)
-        else:
-            self._to_spool(records)
-            if self._producer is not None:
-                self._replay()
         self._markers.extend(markers)
+        try:
+            if self._producer is None:
+                self._connect()
+            if self._producer is not None and self._spool.depth == 0:
+                self._deliver(records)
+                records = []
+            else:
+                self._to_spool(records)
+                records = []
+                if self._producer is not None:
+                    self._replay()
+        except Exception:
+            self._to_spool(records)  # what was taken is never lost (a duplicate at worst)
+            raise
         if self._spool.depth == 0 and self._producer is not None:
             for marker in self._markers:
                 marker.done.set()
@@ -348,7 +358,10 @@ class EventPublisher:
         """Send and wait for acknowledgements; returns the records to retry, in order.
 
         What is still unacknowledged after ``delivery_timeout_ms`` is purged from the
-        producer, so that it cannot arrive later behind the replayed copies' backs.
+        producer, so that it cannot arrive later behind the replayed copies' backs. If the
+        producer still holds messages after the purge, every record not reported failed is
+        returned too (see below); a non-empty result means the caller must discard the
+        producer, so that no producer outlives a round with messages in it.
         """
         producer = self._producer
         assert producer is not None
@@ -376,12 +389,21 @@ class EventPublisher:
             outcomes[index] = True  # unless a failure is reported below
             handed += 1
         self.sent += handed
-        if producer.flush(self._delivery_timeout_s) > 0:
+        held = producer.flush(self._delivery_timeout_s)
+        if held > 0:
             producer.purge(in_queue=True, in_flight=True)
-            producer.flush(0)  # serves the purged messages' reports
+            held = producer.flush(0)  # serves the purged messages' reports
+        # No report means delivered only once librdkafka holds nothing more. A purge skips
+        # a request partly written to its socket (a frozen broker stops reading mid-request):
+        # its messages get no report now, and never will once the producer is discarded.
+        # We cannot tell which records they are, so every record without a report is retried
+        # (and the caller discards this producer): a duplicate at worst, never a loss.
+        unsure = held > 0
+        if unsure:
+            self.last_error = f"{held} message(s) still unacknowledged after a purge"
         retry: list[SpoolRecord] = []
         for record, outcome in zip(records, outcomes, strict=True):
-            if outcome is True:
+            if outcome is True and not unsure:
                 self.delivered += 1
                 self.delivered_by_topic[record.topic] = (
                     self.delivered_by_topic.get(record.topic, 0) + 1

@@ -1,10 +1,13 @@
-"""Rollout policy: steps, gates and the error budget. Loaded from YAML, validated, frozen.
+"""Rollout policy: steps, gates, SLOs and the alpha budget. Validated, frozen.
 
 A policy says how a rollout proceeds (``steps``), what the challenger must show before
-it gets more traffic (``gates``), how often the judge may be wrong (``alpha``) and what
-happens when a step runs out of time (``on_timeout``). Every invalid value raises
+it gets more traffic (``gates``), which service-level objectives it must not burn
+through (``slos``), how often the judge may be wrong (``alpha``) and what happens when
+a step runs out of time (``on_timeout``). Every invalid value raises
 :class:`~modelcanary.errors.ConfigError` naming the field and, for choices, the allowed
-values; nothing is silently repaired. ``examples/policy.yaml`` documents every field.
+values; nothing is silently repaired. ``examples/policy.yaml`` documents every field;
+:mod:`modelcanary.policy_yaml` reads it (``load_policy`` and ``policy_from_dict`` are
+importable from here too).
 
 Example::
 
@@ -15,14 +18,22 @@ Example::
     gates:
       - {metric: accuracy, margin: 0.05, critical: true}
       - {metric: latency_p95, margin: 0.5, margin_type: relative, min_margin: 5}
+    slos:
+      availability: {objective: 0.999}
+      burn_rate: {windows: [{long_s: 300, short_s: 30, max_multiple: 14.4}]}
 
-The error budget: ``alpha`` bounds the probability that a rollout of a challenger that
-is in truth within every gate's margin is rolled back or halted by the statistics,
-however often the judge looks. It is split across the statistical gates and the
-sample-ratio check by weighted Bonferroni (``alpha * weight / sum of weights``); a gate
+The alpha budget: ``alpha`` bounds the probability that a rollout of a challenger that
+is in truth within every gate's margin (and not burning any SLO's error budget faster
+than its limit) is rolled back or halted by the statistics, however often the judge
+looks. It is split across the statistical gates, the sample-ratio check and the SLO
+burn-rate gate by weighted Bonferroni (``alpha * weight / sum of weights``); a gate
 judged in both canary and shadow steps splits its share again between the two modes.
 The same per-gate share bounds the probability of passing a gate whose true effect is
 worse than its margin. Drift gates are heuristics outside this budget.
+
+Not to be confused with an SLO's *error budget* (``1 - objective``, the share of calls
+that may fail): the burn-rate gate halts a rollout whose challenger spends it more than
+``max_multiple`` times too fast (:mod:`modelcanary.judge.slo_gate`).
 """
 
 from __future__ import annotations
@@ -33,8 +44,6 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from modelcanary.errors import ConfigError
 from modelcanary.events import Action, Mode
@@ -298,6 +307,123 @@ class DriftSettings:
             raise ConfigError(f"drift.recompute_growth: {self.recompute_growth} must be > 1")
 
 
+SLO_BUCKET_S = 5  # the evaluator counts calls in buckets of this many seconds
+SLO_MAX_WINDOW_S = 3600  # and keeps this long (plus a margin) of them
+
+
+def _check_objective(where: str, objective: float) -> None:
+    if not (math.isfinite(objective) and 0.0 < objective < 1.0):
+        raise ConfigError(
+            f"{where}.objective: {objective} must be a share in (0, 1), e.g. 0.999 for 99.9%"
+        )
+
+
+@dataclass(frozen=True)
+class AvailabilitySlo:
+    """The share of the challenger's calls that must succeed (no error)."""
+
+    objective: float
+
+    def __post_init__(self) -> None:
+        _check_objective("slos.availability", self.objective)
+
+
+@dataclass(frozen=True)
+class LatencySlo:
+    """The share of the challenger's calls that must take at most ``threshold_ms``
+    (failed calls count with the latency they had)."""
+
+    threshold_ms: float
+    objective: float
+
+    def __post_init__(self) -> None:
+        _check_objective("slos.latency", self.objective)
+        if not (math.isfinite(self.threshold_ms) and self.threshold_ms > 0):
+            raise ConfigError(f"slos.latency.threshold_ms: {self.threshold_ms} must be > 0")
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    """Multiwindow burn-rate rule (SRE workbook, ch. 5): burning when the burn rate is
+    above ``max_multiple`` in the last ``long_s`` seconds (shown with confidence) and in
+    the last ``short_s`` seconds (at face value: the burn has not stopped)."""
+
+    long_s: int
+    short_s: int
+    max_multiple: float
+
+    def __post_init__(self) -> None:
+        where = "slos.burn_rate.windows[]"
+        for name in ("long_s", "short_s"):
+            value = getattr(self, name)
+            if value < SLO_BUCKET_S or value % SLO_BUCKET_S:
+                raise ConfigError(
+                    f"{where}.{name}: {value} must be a positive multiple of {SLO_BUCKET_S} s "
+                    f"(the evaluator counts calls in {SLO_BUCKET_S} s buckets)"
+                )
+        if self.short_s >= self.long_s:
+            raise ConfigError(
+                f"{where}.short_s: {self.short_s} must be shorter than long_s ({self.long_s})"
+            )
+        if self.long_s > SLO_MAX_WINDOW_S:
+            raise ConfigError(
+                f"{where}.long_s: {self.long_s} must be at most {SLO_MAX_WINDOW_S} s "
+                "(the evaluator keeps an hour of call counts)"
+            )
+        if not (math.isfinite(self.max_multiple) and self.max_multiple > 0):
+            raise ConfigError(f"{where}.max_multiple: {self.max_multiple} must be > 0")
+
+
+@dataclass(frozen=True)
+class BurnRateSettings:
+    """When an SLO counts as burning: any of ``windows``, once the long window holds at
+    least ``min_calls`` challenger calls. ``alpha_weight``: the gate's share of alpha."""
+
+    windows: tuple[BurnWindow, ...] = (BurnWindow(300, 30, 14.4),)
+    min_calls: int = 50
+    alpha_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.windows:
+            raise ConfigError("slos.burn_rate.windows: list at least one window")
+        if self.min_calls < 1:
+            raise ConfigError(f"slos.burn_rate.min_calls: {self.min_calls} must be >= 1")
+        if not (math.isfinite(self.alpha_weight) and self.alpha_weight > 0):
+            raise ConfigError(f"slos.burn_rate.alpha_weight: {self.alpha_weight} must be > 0")
+
+
+@dataclass(frozen=True)
+class SloSettings:
+    """Service-level objectives of the challenger and the burn rate that halts it."""
+
+    availability: AvailabilitySlo | None = None
+    latency: LatencySlo | None = None
+    burn_rate: BurnRateSettings = field(default_factory=BurnRateSettings)
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            raise ConfigError("slos: give at least one objective (availability, latency)")
+        for name, slo in self.objectives:
+            for i, w in enumerate(self.burn_rate.windows):
+                limit = w.max_multiple * (1.0 - slo.objective)
+                if limit >= 1.0:
+                    raise ConfigError(
+                        f"slos.burn_rate.windows[{i}].max_multiple: {w.max_multiple:g} times "
+                        f"the error budget of {name} ({1 - slo.objective:.4g}) is {limit:.4g}, "
+                        "not a share of calls below 1; lower the multiple or raise the objective"
+                    )
+
+    @property
+    def objectives(self) -> tuple[tuple[str, AvailabilitySlo | LatencySlo], ...]:
+        """(name, objective) of each SLO set: ``availability``, ``latency``."""
+        out: list[tuple[str, AvailabilitySlo | LatencySlo]] = []
+        if self.availability is not None:
+            out.append(("availability", self.availability))
+        if self.latency is not None:
+            out.append(("latency", self.latency))
+        return tuple(out)
+
+
 @dataclass(frozen=True)
 class Policy:
     """How a rollout proceeds and what the challenger must show at each step.
@@ -316,6 +442,7 @@ class Policy:
     min_samples_per_arm: int = 30
     srm: SrmSettings = field(default_factory=SrmSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
+    slos: SloSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -351,7 +478,8 @@ class Policy:
 
     def _weights(self) -> float:
         total = sum(g.alpha_weight for g in self.gates if g.statistical)
-        return total + (self.srm.alpha_weight if self.srm.enabled else 0.0)
+        total += self.srm.alpha_weight if self.srm.enabled else 0.0
+        return total + (self.slos.burn_rate.alpha_weight if self.slos is not None else 0.0)
 
     def gate_alpha(self, gate: Gate) -> float:
         """The gate's share of alpha for one mode (per side: pass and fail each)."""
@@ -366,6 +494,18 @@ class Policy:
         if not self.srm.enabled:
             return 0.0
         return self.alpha * self.srm.alpha_weight / self._weights()
+
+    @property
+    def slo_alpha(self) -> float:
+        """The SLO burn-rate gate's share of alpha, for the whole rollout."""
+        if self.slos is None:
+            return 0.0
+        return self.alpha * self.slos.burn_rate.alpha_weight / self._weights()
+
+    @property
+    def planned_duration_s(self) -> float:
+        """The longest the rollout runs without a pause: every step at its maximum."""
+        return sum(s.max_duration_s for s in self.steps)
 
     def design_for(self, gate: Gate) -> int:
         return gate.design_samples or self.design_samples
@@ -416,178 +556,19 @@ def default_policy() -> Policy:
     )
 
 
-# ----------------------------------------------------------------------------- parsing
-
-
-def _enum(enum: type[StrEnum], raw: Any, where: str) -> Any:
-    try:
-        return enum(raw)
-    except ValueError as exc:
-        allowed = ", ".join(m.value for m in enum)  # type: ignore[attr-defined]
-        raise ConfigError(f"{where}: {raw!r} is not one of {allowed}") from exc
-
-
-def _check_keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
-        )
-
-
-def _number(raw: Any, where: str, kind: type = float) -> Any:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise ConfigError(f"{where}: expected a number, got {raw!r}")
-    if kind is int:
-        if isinstance(raw, float) and not raw.is_integer():
-            raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
-        return int(raw)
-    return float(raw)
-
-
-def _bool(raw: Any, where: str) -> bool:
-    if not isinstance(raw, bool):
-        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
-    return raw
-
-
-def _step(raw: Any, index: int) -> Step:
-    where = f"steps[{index}]"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    allowed = {
-        "traffic_fraction", "mode", "min_samples", "min_duration_s", "max_duration_s",
-        "requires_approval",
-    }  # fmt: skip
-    _check_keys(raw, allowed, where)
-    if "traffic_fraction" not in raw:
-        raise ConfigError(f"{where}.traffic_fraction: required")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "mode":
-            values[key] = _enum(Mode, value, f"{where}.mode")
-        elif key == "requires_approval":
-            values[key] = _bool(value, f"{where}.{key}")
-        elif key == "min_samples":
-            values[key] = _number(value, f"{where}.{key}", int)
-        else:
-            values[key] = _number(value, f"{where}.{key}")
-    try:
-        return Step(**values)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("steps[]", where)) from exc
-
-
-_GATE_FIELDS = {f.name for f in fields(Gate)}
-
-
-def _gate(raw: Any, index: int) -> Gate:
-    where = f"gates[{index}]"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    _check_keys(raw, _GATE_FIELDS, where)
-    if "metric" not in raw or not isinstance(raw["metric"], str):
-        raise ConfigError(f"{where}.metric: required, a metric name")
-    try:
-        spec = metric_spec(raw["metric"])
-    except ConfigError as exc:
-        raise ConfigError(f"{where}.metric: {exc}") from exc
-    values: dict[str, Any] = {"metric": raw["metric"]}
-    if "direction" in raw:
-        values["direction"] = _enum(Direction, raw["direction"], f"{where}.direction")
-    elif spec.direction is None:
-        raise ConfigError(
-            f"{where}.direction: required for {spec.name}; allowed: higher_is_better, "
-            "lower_is_better"
-        )
-    else:
-        values["direction"] = spec.direction
-    for key in ("margin", "min_margin", "alpha_weight"):
-        if key in raw:
-            values[key] = _number(raw[key], f"{where}.{key}")
-    if "design_samples" in raw and raw["design_samples"] is not None:
-        values["design_samples"] = _number(raw["design_samples"], f"{where}.design_samples", int)
-    if "margin_type" in raw:
-        values["margin_type"] = _enum(MarginType, raw["margin_type"], f"{where}.margin_type")
-    if "critical" in raw:
-        values["critical"] = _bool(raw["critical"], f"{where}.critical")
-    if "name" in raw and raw["name"] is not None:
-        if not isinstance(raw["name"], str) or not raw["name"]:
-            raise ConfigError(f"{where}.name: expected a non-empty string")
-        values["name"] = raw["name"]
-    if "modes" in raw:
-        modes = raw["modes"]
-        if not isinstance(modes, list):
-            raise ConfigError(f"{where}.modes: expected a list of canary, shadow")
-        values["modes"] = tuple(_enum(Mode, m, f"{where}.modes") for m in modes)
-    elif spec.user_facing:
-        values["modes"] = (Mode.CANARY,)
-    try:
-        return Gate(**values)
-    except ConfigError as exc:
-        raise ConfigError(
-            str(exc).replace(f"gates[{values.get('name') or spec.name}]", where)
-        ) from exc
-
-
-def _settings(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    _check_keys(raw, set(known), where)
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        default = getattr(cls(), key)
-        if isinstance(default, bool):
-            values[key] = _bool(value, f"{where}.{key}")
-        elif isinstance(default, int):
-            values[key] = _number(value, f"{where}.{key}", int)
-        elif isinstance(default, float):
-            values[key] = _number(value, f"{where}.{key}")
-        elif not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
-        else:
-            values[key] = value
-    return cls(**values)
-
-
-_POLICY_FIELDS = {f.name for f in fields(Policy)}
+# ---------------------------------------------------------------- reading (policy_yaml)
+# Imported when called: modelcanary.policy_yaml imports this module's dataclasses.
 
 
 def policy_from_dict(raw: Mapping[str, Any]) -> Policy:
-    """Build and validate a policy from parsed YAML/JSON."""
-    _check_keys(raw, _POLICY_FIELDS, "policy")
-    steps = raw.get("steps")
-    if not isinstance(steps, list):
-        raise ConfigError("steps: expected a list of steps")
-    gates = raw.get("gates", [])
-    if not isinstance(gates, list):
-        raise ConfigError("gates: expected a list of gates")
-    values: dict[str, Any] = {
-        "steps": tuple(_step(s, i) for i, s in enumerate(steps)),
-        "gates": tuple(_gate(g, i) for i, g in enumerate(gates)),
-    }
-    if "alpha" in raw:
-        values["alpha"] = _number(raw["alpha"], "alpha")
-    if "on_timeout" in raw:
-        values["on_timeout"] = _enum(TimeoutAction, raw["on_timeout"], "on_timeout")
-    for key in ("design_samples", "min_samples_per_arm"):
-        if key in raw:
-            values[key] = _number(raw[key], key, int)
-    if "srm" in raw:
-        values["srm"] = _settings(SrmSettings, raw["srm"], "srm")
-    if "drift" in raw:
-        values["drift"] = _settings(DriftSettings, raw["drift"], "drift")
-    return Policy(**values)
+    """Build and validate a policy from parsed YAML/JSON (see :mod:`modelcanary.policy_yaml`)."""
+    from modelcanary.policy_yaml import policy_from_dict as parse
+
+    return parse(raw)
 
 
 def load_policy(path: Path) -> Policy:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"policy file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"policy file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"policy file {path}: expected a mapping at the top level")
-    return policy_from_dict(raw)
+    """Read, parse and validate a policy YAML file (see :mod:`modelcanary.policy_yaml`)."""
+    from modelcanary.policy_yaml import load_policy as load
+
+    return load(path)

@@ -22,6 +22,13 @@ class InMemoryRegistry:
     def delete_alias(self, name: str, alias: str) -> None:
         self.aliases[name].pop(alias, None)
 
+    def list_models(self) -> list[str]:
+        return sorted(
+            name
+            for name in set(self.tags) | set(self.aliases)
+            if self.tags[name] or self.aliases[name]
+        )
+
     def model_tags(self, name: str) -> dict[str, str]:
         return dict(self.tags[name])
 

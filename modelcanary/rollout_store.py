@@ -10,13 +10,14 @@ or ``rolled_back``, with ``modelcanary.reason`` and ``modelcanary.at``.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from modelcanary.errors import RegistryError
+from modelcanary.errors import RegistryError, RegistryUnavailableError
 from modelcanary.policy import Policy, policy_from_dict
-from modelcanary.rollout import Rollout
+from modelcanary.rollout import Rollout, RolloutState
 
 ROLLOUT_TAG = "modelcanary.rollout"
 POLICY_TAG = "modelcanary.policy"
@@ -28,10 +29,13 @@ ROLLOUT_ID_TAG = "modelcanary.rollout_id"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
+log = logging.getLogger(__name__)
+
 
 class RegistryPort(Protocol):
     """The slice of :class:`modelcanary.registry.Registry` the control plane needs."""
 
+    def list_models(self) -> list[str]: ...
     def alias_version(self, name: str, alias: str) -> str | None: ...
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
     def delete_alias(self, name: str, alias: str) -> None: ...
@@ -62,8 +66,39 @@ class RolloutStore:
         raw = self.registry.model_tags(model).get(ROLLOUT_TAG)
         return self._decode(model, raw)
 
+    def active_models(self) -> list[str]:
+        """Registered models whose rollout is in progress (running, paused, halted), sorted.
+
+        How the judge finds every rollout, including one no traffic reaches. It costs one
+        listing plus one read per registered model, so call it every few seconds, not per
+        request. A model deleted meanwhile, or with an unreadable rollout tag, is skipped
+        (and logged); MLflow being unreachable raises :class:`RegistryUnavailableError`.
+        """
+        active = []
+        for name in self.registry.list_models():
+            try:
+                rollout = self.load(name)
+            except RegistryUnavailableError:
+                raise
+            except RegistryError as exc:
+                log.warning("skipping %s when listing rollouts: %s", name, exc)
+                continue
+            if rollout is not None and not rollout.state.terminal:
+                active.append(name)
+        return active
+
+    def load_for_judging(self, model: str) -> tuple[Rollout | None, Policy | None]:
+        """The rollout, and its policy only if it is running: one registry read per tick."""
+        tags = self.registry.model_tags(model)
+        rollout = self._decode(model, tags.get(ROLLOUT_TAG))
+        if rollout is None or rollout.state is not RolloutState.RUNNING:
+            return rollout, None
+        return rollout, self._decode_policy(model, tags.get(POLICY_TAG))
+
     def load_policy(self, model: str) -> Policy | None:
-        raw = self.registry.model_tags(model).get(POLICY_TAG)
+        return self._decode_policy(model, self.registry.model_tags(model).get(POLICY_TAG))
+
+    def _decode_policy(self, model: str, raw: str | None) -> Policy | None:
         if raw is None:
             return None
         try:

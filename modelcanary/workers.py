@@ -19,7 +19,7 @@ from modelcanary.evaluator_worker import MAX_SNAPSHOT_BYTES, EvaluatorWorker
 from modelcanary.events import Action, DeadLetterEvent, DecisionEvent, decode_decision
 from modelcanary.infra.topics import ensure_topics
 from modelcanary.judging import JudgeLoop
-from modelcanary.kafka_io import EventPublisher, RecordConsumer
+from modelcanary.kafka_io import EventPublisher, Record, RecordConsumer
 from modelcanary.notify import WebhookNotifier
 from modelcanary.policy import Policy
 from modelcanary.registry import Registry
@@ -36,12 +36,10 @@ T = TypeVar("T")
 def _rollout_reader(store: RolloutStore) -> Callable[[str], tuple[Rollout | None, Policy | None]]:
     def read(model: str) -> tuple[Rollout | None, Policy | None]:
         try:
-            rollout = store.load(model)
-            policy = store.load_policy(model) if rollout is not None else None
+            return store.load_for_judging(model)
         except RegistryError as exc:
             log.warning("cannot read rollout of %s, judging it later: %s", model, exc)
             return None, None
-        return rollout, policy
 
     return read
 
@@ -66,9 +64,10 @@ class JudgeThread(threading.Thread):
         self.settings = settings
         self.stop_event = stop
         self.interval_s = interval_s
+        self.publisher = publisher
         store = RolloutStore(Registry(settings.resolved_mlflow_uri()))
         self.loop = JudgeLoop(settings.topics, publisher, _rollout_reader(store),
-                              watch=[settings.model_name])  # fmt: skip
+                              discover=store.active_models)  # fmt: skip
         self.key = settings.state_key.encode()
         self.consumer = RecordConsumer(
             settings.resolved_kafka_bootstrap(), [settings.topics.evaluator_state],
@@ -85,7 +84,7 @@ class JudgeThread(threading.Thread):
                     try:
                         self.loop.update(decode_snapshot(record.value, self.key))
                     except EventError as exc:
-                        log.error("ignoring a snapshot: %s", exc)
+                        self._dead_letter(record, str(exc))
                 if time.monotonic() >= next_tick:
                     try:
                         for decision in self.loop.tick():
@@ -98,6 +97,24 @@ class JudgeThread(threading.Thread):
                     next_tick = time.monotonic() + self.interval_s
         finally:
             self.consumer.close()
+
+    def _dead_letter(self, record: Record, reason: str) -> None:
+        """Send a snapshot that does not decode (or verify) to the dead-letter topic.
+
+        The judge reads every record of the state topic, each once while it runs: it is
+        the one that dead-letters poison there (evaluators read the topic again at every
+        rebalance, and only its latest record per partition). A restarted judge reads the
+        topic from its beginning again and sends the same dead letters again, with the
+        same ``event_id`` (derived from topic, partition, offset and payload), which
+        readers deduplicate by.
+        """
+        log.error("snapshot at %s[%d]@%d dead-lettered: %s", record.topic, record.partition,
+                  record.offset, reason)  # fmt: skip
+        letter = DeadLetterEvent.wrap(
+            record.topic, record.value or b"", reason, record.key,
+            partition=record.partition, offset=record.offset,
+        )  # fmt: skip
+        self.publisher.publish(self.settings.topics.deadletter, letter)
 
 
 def _until_done(
@@ -211,7 +228,12 @@ def run_controller(
                     publisher.publish(
                         settings.topics.deadletter,
                         DeadLetterEvent.wrap(
-                            record.topic, record.value or b"", str(exc), record.key
+                            record.topic,
+                            record.value or b"",
+                            str(exc),
+                            record.key,
+                            partition=record.partition,
+                            offset=record.offset,
                         ),
                     )
                     continue

@@ -45,6 +45,7 @@ from modelcanary.router import BatchRow
 from modelcanary.serving_metrics import ServingMetrics
 from modelcanary.serving_wiring import Serving, build_serving
 from serving.admin import AdminEndpoints
+from serving.limits import HeaderLimitMiddleware
 
 log = logging.getLogger("modelcanary.serving")
 
@@ -340,4 +341,5 @@ class ModelcanaryService(AdminEndpoints):
         self.serving.stop()
 
 
+ModelcanaryService.add_asgi_middleware(HeaderLimitMiddleware, settings=SETTINGS)  # runs first
 ModelcanaryService.add_asgi_middleware(ServingMiddleware)

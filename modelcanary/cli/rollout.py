@@ -148,7 +148,7 @@ def status(model: str = MODEL, url: str = URL, token: str = TOKEN) -> None:
     console.print(table)
     if latest:
         console.print(f"[bold]last judgement[/] ({latest['action']}): {latest['reason']}")
-        gates = Table("gate", "verdict", "estimate [interval]", "margin", "samples", "needed")
+        gates = Table("gate", "verdict", "estimate \\[interval]", "margin", "samples", "needed")
         for gate in latest.get("evidence", {}).get("gates", []):
             low, high = (gate.get("interval") or [None, None])[:2]
             samples = gate.get("samples") or {}
@@ -160,6 +160,40 @@ def status(model: str = MODEL, url: str = URL, token: str = TOKEN) -> None:
                 str(gate.get("samples_needed") or ""),
             )  # fmt: skip
         console.print(gates)
+        slos = latest.get("evidence", {}).get("slos")
+        if slos:
+            console.print(_slo_table(slos))
+
+
+def _slo_table(slos: dict[str, Any]) -> Table:
+    """One row per SLO and window pair: the challenger's good share and burn rate in the
+    long / short window, the burn rate's lower bound, the limit, the champion's burn."""
+    table = Table(
+        "SLO", "verdict", "windows", "challenger good", "burn rate \\[at least]", "limit",
+        "champion burn", title=f"error budgets (alpha {_num(slos.get('alpha'))})",
+    )  # fmt: skip
+    for slo in slos.get("objectives", []):
+        name = str(slo.get("slo"))
+        if slo.get("threshold_ms") is not None:
+            name += f" <= {slo['threshold_ms']:g} ms"
+        name += f" ({100 * slo.get('objective', 0):g}%)"
+        for w in slo.get("windows", []) or [{}]:
+            chal, champ = w.get("challenger") or {}, w.get("champion") or {}
+            long, short = chal.get("long") or {}, chal.get("short") or {}
+            table.add_row(
+                name, str(w.get("verdict", slo.get("verdict"))),
+                f"{w.get('long_s', '…')} s / {w.get('short_s', '…')} s",
+                f"{_pct(long.get('good_share'))} / {_pct(short.get('good_share'))}",
+                f"{_num(w.get('burn_rate'))}x / {_num(w.get('short_burn_rate'))}x "
+                f"[{_num(w.get('burn_rate_lower'))}x]",
+                f"{_num(w.get('max_multiple'))}x",
+                f"{_num((champ.get('long') or {}).get('burn_rate'))}x",
+            )  # fmt: skip
+    return table
+
+
+def _pct(value: Any) -> str:
+    return "…" if not isinstance(value, float | int) else f"{100 * value:.2f}%"
 
 
 def _num(value: Any) -> str:

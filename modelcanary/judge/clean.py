@@ -30,13 +30,21 @@ from modelcanary.policy import KPI_PREFIX
 
 LOG_LOSS_EPS = 1e-15
 NO_STEP = -1
+_isfinite = math.isfinite
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A finite float, or None for anything else (bools, text, NaN, ints beyond float range)."""
+    kind = type(value)
+    if kind is float:
+        return value if _isfinite(value) else None
+    if kind is bool or not isinstance(value, int | float):
         return None
-    x = float(value)
-    return x if math.isfinite(x) else None
+    try:
+        x = float(value)
+    except OverflowError:  # an integer beyond float range (JSON allows them)
+        return None
+    return x if _isfinite(x) else None
 
 
 def _binary(label: Any) -> float | None:
@@ -60,15 +68,25 @@ def quality_values(prediction: PredictionEvent, outcome: OutcomeEvent | None) ->
     if outcome is None or outcome.label is None or prediction.error is not None:
         return {}
     label, pred, score = outcome.label, prediction.prediction, prediction.score
+    # The definitions above, with each conversion done once (this runs per joined request).
+    p, yv = _number(pred), _number(label)
+    if label is True or label is False:
+        y: float | None = float(label)
+    else:
+        y = yv if yv == 0.0 or yv == 1.0 else None
     out: dict[str, float] = {}
     if pred is not None:
-        out["accuracy"] = 1.0 if _same(pred, label) else 0.0
-    y = _binary(label)
-    if score is not None and y is not None and math.isfinite(score) and 0.0 <= score <= 1.0:
+        if p is not None and yv is not None:
+            same = p == yv
+        elif isinstance(pred, bool) or isinstance(label, bool):
+            same = y is not None and _binary(pred) == y
+        else:
+            same = str(pred) == str(label)
+        out["accuracy"] = 1.0 if same else 0.0
+    if score is not None and y is not None and _isfinite(score) and 0.0 <= score <= 1.0:
         p1 = min(max(score, LOG_LOSS_EPS), 1.0 - LOG_LOSS_EPS)
         out["log_loss"] = -math.log(p1 if y == 1.0 else 1.0 - p1)
         out["brier"] = (score - y) ** 2
-    p, yv = _number(pred), _number(label)
     if p is not None and yv is not None:
         out["mae"] = abs(p - yv)
         out["mse"] = (p - yv) ** 2
@@ -91,24 +109,39 @@ class RequestValues:
 
 def request_values(request: JoinedRequest) -> RequestValues | None:
     """Stage 1 for a joined request; None when it carries nothing to compare."""
-    if not request.predictions:
+    parts = request_parts(request)
+    if parts is None:
         return None
-    mode = request.mode
+    step, arm, values = parts
+    if arm is None:
+        return RequestValues(Mode.SHADOW, step, paired=values)
+    return RequestValues(Mode.CANARY, step, arm_values={arm: values})
+
+
+def request_parts(
+    request: JoinedRequest,
+) -> tuple[int, Arm | None, dict[str, Any]] | None:
+    """:func:`request_values` unwrapped, for the evaluator's hot path: ``(step, arm,
+    values)`` in canary mode (the routed arm and its metric values), ``(step, None,
+    paired values)`` in shadow mode; None when the request carries nothing to compare."""
+    predictions = request.predictions
+    if not predictions:
+        return None
     outcome = request.outcome
-    if mode is Mode.SHADOW:
-        challenger = request.prediction_of(Arm.CHALLENGER)
-        champion = request.prediction_of(Arm.CHAMPION)
+    if next(iter(predictions.values())).mode is Mode.SHADOW:
+        challenger = predictions.get(Arm.CHALLENGER)
+        champion = predictions.get(Arm.CHAMPION)
         if challenger is None or champion is None:
             return None
         xs, ys = quality_values(challenger, outcome), quality_values(champion, outcome)
         paired = {m: (xs[m], ys[m]) for m in xs.keys() & ys.keys()}
-        return RequestValues(mode, step_of(challenger), paired=paired)
-    routed = Arm.CHALLENGER if Arm.CHALLENGER in request.predictions else Arm.CHAMPION
-    prediction = request.predictions[routed]
-    values = quality_values(prediction, outcome)
+        return step_of(challenger), None, paired
+    routed = Arm.CHALLENGER if Arm.CHALLENGER in predictions else Arm.CHAMPION
+    prediction = predictions[routed]
+    values: dict[str, Any] = quality_values(prediction, outcome)
     if outcome is not None:
         for name, value in outcome.kpis.items():
             x = _number(value)
             if x is not None:
                 values[f"{KPI_PREFIX}{name}"] = x
-    return RequestValues(mode, step_of(prediction), arm_values={routed: values})
+    return step_of(prediction), routed, values

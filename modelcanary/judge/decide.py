@@ -3,11 +3,16 @@
 Order of precedence (the first that holds wins):
 
 1. a critical gate fails                         -> ROLLBACK
-2. the sample ratio is off (SRM detected)        -> HALT (arms not comparable)
-3. every applicable gate passes and the step's
+2. the challenger burns an SLO's error budget
+   faster than the policy allows                 -> HALT (split frozen, a human decides)
+3. the sample ratio is off (SRM detected)        -> HALT (arms not comparable)
+4. every applicable gate passes and the step's
    minimum samples and duration are met          -> ADVANCE, or PROMOTE at the last step
-4. the step has run for its maximum duration     -> policy.on_timeout (default ROLLBACK)
-5. otherwise                                     -> HOLD
+5. the step has run for its maximum duration     -> policy.on_timeout (default ROLLBACK)
+6. otherwise                                     -> HOLD
+
+A burning SLO outranks the sample-ratio check: it is judged on the challenger alone,
+so it holds whether or not the arms are comparable, and it is the user-visible harm.
 
 ``judge`` is pure apart from memoising drift reports on the evidence; it reads the
 clock only through ``JudgeContext.now``.
@@ -25,6 +30,7 @@ from modelcanary.judge.drift_gate import drift_evidence
 from modelcanary.judge.evidence import RolloutEvidence
 from modelcanary.judge.gates import evaluate_gate
 from modelcanary.judge.scorecard import Scorecard
+from modelcanary.judge.slo_gate import SloResult, evaluate_slos
 from modelcanary.judge.verdicts import GateVerdict, Verdict
 from modelcanary.policy import Policy, Step
 from modelcanary.stats.srm import SrmResult, srm_test
@@ -61,14 +67,15 @@ def judge(policy: Policy, evidence: RolloutEvidence, ctx: JudgeContext) -> Judge
         else None
     )
     card = Scorecard(verdicts, srm)
+    slos = evaluate_slos(policy, evidence.slo_windows(), ctx.now)
     elapsed = max(ctx.now - ctx.step_started_at, 0.0)
     step_samples = evidence.predictions(Arm.CHALLENGER, ctx.step_index)
-    action, reason = _decide(policy, ctx, step, is_last, card, elapsed, step_samples)
+    action, reason = _decide(policy, ctx, step, is_last, card, slos, elapsed, step_samples)
     return Judgement(
         action=action,
         reason=reason,
         verdicts=verdicts,
-        evidence=_evidence(policy, evidence, ctx, step, is_last, card, elapsed, step_samples),
+        evidence=_evidence(policy, evidence, ctx, step, is_last, card, slos, elapsed, step_samples),
     )
 
 
@@ -78,6 +85,7 @@ def _decide(
     step: Step,
     is_last: bool,
     card: Scorecard,
+    slos: SloResult | None,
     elapsed: float,
     step_samples: int,
 ) -> tuple[Action, str]:
@@ -86,6 +94,12 @@ def _decide(
         more = len(card.critical_failures) - 1
         extra = f" (and {more} more critical gate{'s' if more > 1 else ''})" if more else ""
         return Action.ROLLBACK, f"Roll back: critical gate {first.reason}{extra}."
+    if slos is not None and slos.burning:
+        return (
+            Action.HALT,
+            f"Halt: error budget burning: {slos.sentence()}. The split is frozen: roll back, "
+            "or resume once the cause is fixed.",
+        )
     if card.srm_detected and card.srm is not None:
         return Action.HALT, "Halt: " + _srm_sentence(card.srm)
     short = _minimums_missing(step, elapsed, step_samples)
@@ -168,6 +182,7 @@ def _evidence(
     step: Step,
     is_last: bool,
     card: Scorecard,
+    slos: SloResult | None,
     elapsed: float,
     step_samples: int,
 ) -> dict[str, Any]:
@@ -212,8 +227,10 @@ def _evidence(
             "alpha": {
                 "total": policy.alpha,
                 "srm": policy.srm_alpha,
+                "slos": policy.slo_alpha,
                 "per_gate": {g.label: policy.gate_alpha(g) for g in policy.gates},
             },
+            "slos": None if slos is None else slos.to_dict(),
             "policy": policy.to_dict(),
         }
     )

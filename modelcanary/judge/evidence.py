@@ -11,7 +11,8 @@ union). It holds only sufficient statistics and bounded samples, never raw histo
 - canary, per (metric, arm, step): moments of each quality metric and KPI;
 - shadow, per (metric, step): paired co-moments (challenger, champion) of each metric;
 - per (step, mode, traffic fraction): the challenger's share, for the SRM test;
-- per (mode, arm): bounded uniform samples of inputs and outputs, for drift.
+- per (mode, arm): bounded uniform samples of inputs and outputs, for drift;
+- per arm: calls, errors and latencies per 5 s of event time, for the SLO burn-rate gate.
 
 Steps are strata: the judge combines per-step estimates, so a change of traffic mix
 between steps cannot bias a comparison. Bulk ``add_*`` methods take numpy arrays for
@@ -29,15 +30,20 @@ from numpy.typing import ArrayLike
 
 from modelcanary.events import Arm, Mode, PredictionEvent
 from modelcanary.join import JoinedRequest
-from modelcanary.judge.clean import NO_STEP, request_values, step_of
+from modelcanary.judge.clean import NO_STEP, request_parts
+from modelcanary.judge.slo_windows import SloWindows
 from modelcanary.stats.bernoulli import Bernoulli
 from modelcanary.stats.moments import CoMoments, Moments
 from modelcanary.stats.quantiles import LogHistogram
-from modelcanary.stats.reservoir import Reservoir
+from modelcanary.stats.reservoir import Reservoir, sample_key
 from modelcanary.stats.srm import RatioCounts
 
 BINARY_METRICS = frozenset({"accuracy"})
 ArmStats = Moments | Bernoulli
+
+
+def _output_row(output: Any) -> dict[str, Any]:
+    return {"output": output}
 
 
 def _merge_into(mine: dict[Any, Any], theirs: dict[Any, Any]) -> None:
@@ -70,26 +76,43 @@ class RolloutEvidence:
         self._outputs: dict[tuple[Mode, Arm], Reservoir] = {}
         self.requests_joined = 0
         self.requests_without_outcome = 0
+        self._slo = SloWindows()
         self.drift_cache: dict[Any, Any] = {}  # memo of the judge, not evidence: never merged
 
     # ------------------------------------------------------------------ observing events
 
     def observe_prediction(self, p: PredictionEvent) -> RolloutEvidence:
-        step = step_of(p)
-        key = (p.mode, p.arm, step)
-        self._calls.setdefault(key, Bernoulli()).update(p.error is not None)
+        # Runs for every prediction event: accumulators are looked up, never built in
+        # vain (setdefault would build one per call), and the sample hash is computed once.
+        mode, arm, error = p.mode, p.arm, p.error
+        key = (mode, arm, p.step if p.step is not None else NO_STEP)
+        calls = self._calls.get(key)
+        if calls is None:
+            calls = self._calls[key] = Bernoulli()
+        calls.update(error is not None)
         latency = max(float(p.latency_ms), 0.0)
-        self._latency_moments.setdefault(key, Moments()).update(latency)
-        self._sketch(p.mode, p.arm).update(latency)
+        moments = self._latency_moments.get(key)
+        if moments is None:
+            moments = self._latency_moments[key] = Moments()
+        moments.update(latency)
+        self._sketch(mode, arm).update(latency)
+        self._slo.observe(p)
         if p.traffic_fraction is not None and p.step is not None:
             self._count_assignment(p)
-        if p.features:
-            self._reservoir(self._inputs, p.mode, p.arm).update(p.request_id, dict(p.features))
-        if p.error is None:
+        output = None
+        if error is None:
             output = p.score if p.score is not None else p.prediction
-            if output is not None and not isinstance(output, dict | list):
-                self._reservoir(self._outputs, p.mode, p.arm).update(
-                    p.request_id, {"output": output}
+            if isinstance(output, dict | list):
+                output = None
+        features = p.features
+        if features or output is not None:
+            request_id = p.request_id
+            sample = sample_key(request_id)
+            if features:
+                self._reservoir(self._inputs, mode, arm).offer(request_id, sample, dict, features)
+            if output is not None:
+                self._reservoir(self._outputs, mode, arm).offer(
+                    request_id, sample, _output_row, output
                 )
         return self
 
@@ -125,14 +148,20 @@ class RolloutEvidence:
             self.requests_without_outcome += 1
             return self
         self.requests_joined += 1
-        values = request_values(j)
-        if values is None:
+        parts = request_parts(j)
+        if parts is None:
             return self
-        for arm, metrics in values.arm_values.items():
-            for metric, x in metrics.items():
-                self._arm_stats(metric, arm, values.step).update(x)
-        for metric, (x, y) in values.paired.items():
-            self._paired.setdefault((metric, values.step), CoMoments()).update(x, y)
+        step, arm, values = parts
+        if arm is not None:  # canary: the routed arm's values
+            for metric, x in values.items():
+                self._arm_stats(metric, arm, step).update(x)
+        else:  # shadow: (challenger, champion) pairs
+            paired = self._paired
+            for metric, (x, y) in values.items():
+                acc = paired.get((metric, step))
+                if acc is None:
+                    acc = paired[(metric, step)] = CoMoments()
+                acc.update(x, y)
         return self
 
     # ------------------------------------------------------------ bulk (replay, simulation)
@@ -145,15 +174,19 @@ class RolloutEvidence:
         errors: ArrayLike | None = None,
         step: int = 0,
         traffic_fraction: float | None = None,
+        times_s: ArrayLike | None = None,
     ) -> RolloutEvidence:
         """Many prediction events of one arm without unit ids or features, counted for
-        the SRM test like :meth:`observe_prediction` counts them."""
+        the SRM test like :meth:`observe_prediction` counts them; with ``times_s`` (epoch
+        seconds of the calls) counted for the SLO gate too."""
         lat = np.maximum(np.asarray(latencies_ms, dtype=float).ravel(), 0.0)
         err = np.zeros(lat.size, bool) if errors is None else np.asarray(errors, bool).ravel()
         key = (mode, arm, step)
         self._calls.setdefault(key, Bernoulli()).update_many(err)
         self._latency_moments.setdefault(key, Moments()).update_many(lat)
         self._sketch(mode, arm).update_many(lat)
+        if times_s is not None:
+            self._slo.add_many(arm, np.asarray(times_s, dtype=float).ravel(), err, lat)
         if traffic_fraction is not None:
             counts = self._ratio.setdefault(
                 (step, mode, float(traffic_fraction)), RatioCounts(self.max_units_per_step)
@@ -197,6 +230,7 @@ class RolloutEvidence:
                 mine.setdefault(key, Reservoir(self.sample_size)).merge(res)
         self.requests_joined += other.requests_joined
         self.requests_without_outcome += other.requests_without_outcome
+        self._slo.merge(other._slo)
         self.drift_cache.clear()
         return self
 
@@ -206,6 +240,7 @@ class RolloutEvidence:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_slo", SloWindows())  # a snapshot written before the SLO gate
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ reading (judge)
@@ -239,6 +274,10 @@ class RolloutEvidence:
                 b.n for (md, a, _), b in self._calls.items() if a is arm and mode in (None, md)
             )
         return sum(s.n for (m, a, _), s in self._two_sample.items() if m == metric and a is arm)
+
+    def slo_windows(self) -> SloWindows:
+        """Each arm's calls per 5 s of event time, for the SLO burn-rate gate."""
+        return self._slo
 
     def latency_sketch(self, mode: Mode, arm: Arm) -> LogHistogram:
         return self._latency.get((mode, arm)) or LogHistogram(self.sketch_accuracy)

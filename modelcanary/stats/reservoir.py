@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
-def _key(item_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
+def sample_key(item_id: str) -> int:
+    """The 64-bit hash that orders items (the same for every process, so samples merge)."""
+    return int.from_bytes(_blake2b(item_id.encode(), digest_size=8).digest(), "big")
+
+
+_blake2b = hashlib.blake2b
+_key = sample_key
 
 
 class Reservoir:
@@ -35,6 +40,16 @@ class Reservoir:
         if item_id in self._items:
             return self
         self._offer(_key(item_id), item_id, item)
+        return self
+
+    def offer(self, item_id: str, key: int, make: Callable[[Any], Any], arg: Any) -> Reservoir:
+        """``update(item_id, make(arg))`` with ``key == sample_key(item_id)`` computed by the
+        caller (once for several samples), and the item built only if it is kept (most
+        offers are not, once the sample is full)."""
+        self.seen += 1
+        heap = self._heap
+        if (len(heap) < self.size or key < -heap[0][0]) and item_id not in self._items:
+            self._offer(key, item_id, make(arg))
         return self
 
     def _offer(self, key: int, item_id: str, item: Any) -> None:

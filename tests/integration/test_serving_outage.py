@@ -140,15 +140,6 @@ def _assert_users_never_waited(traffic: Traffic) -> None:
     assert slowest < MAX_REQUEST_S, f"a request took {slowest:.3f} s"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known gap (issue 5): with the broker frozen (SIGSTOP) rather than killed, 1-2 of ~225 "
-        "events in flight at the freeze are sometimes never delivered nor spooled (seen in "
-        "2 of 4 runs on a loaded machine); the 30-s killed-broker outage "
-        "(tests/reliability/test_broker_outage.py) delivers every event once"
-    ),
-)
 def test_a_frozen_broker_spools_and_replays_every_event_once(outage: Outage) -> None:
     traffic = Traffic(outage.client, outage.row)
     thread = threading.Thread(target=traffic.run, daemon=True)

@@ -28,6 +28,8 @@ SAMPLES: Mapping[str, str] = {
     "SERVING_WORKERS": "2",
     "CHALLENGER_TIMEOUT_MS": "150",
     "MAX_REQUEST_BYTES": "2048",
+    "MAX_HEADER_BYTES": "8192",
+    "MAX_HEADERS": "50",
     "MAX_BATCH_ROWS": "10",
     "SPOOL_MAX_BYTES": str(2 * 1024 * 1024),
     "EVENT_DELIVERY_TIMEOUT_MS": "1000",

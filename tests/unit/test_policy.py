@@ -52,7 +52,8 @@ def test_example_policy_loads_and_kpi_gate_is_canary_only() -> None:
 
 def test_alpha_is_split_so_the_shares_sum_to_alpha() -> None:
     p = load_policy(EXAMPLE)
-    total = p.srm_alpha
+    assert p.slo_alpha > 0
+    total = p.srm_alpha + p.slo_alpha
     for g in p.gates:
         judged_in = len(p.modes & set(g.modes))
         total += p.gate_alpha(g) * judged_in

@@ -2,14 +2,14 @@
 
 The order follows the questions a reader asks: what was decided and why (the header,
 in :mod:`modelcanary.report.html`), the gates, latency, errors, KPIs, drift, the
-sample-ratio check, shadow agreement, the policy in force, and the timeline of steps
-and decisions.
+sample-ratio check, the SLO error budgets, shadow agreement, the policy in force, and
+the timeline of steps and decisions.
 """
 
 from __future__ import annotations
 
 from modelcanary.report.sections.arms import errors, latency, shadow
-from modelcanary.report.sections.checks import drift, srm
+from modelcanary.report.sections.checks import drift, slos, srm
 from modelcanary.report.sections.context import policy, timeline
 from modelcanary.report.sections.gates import gate_details, gates_overview, kpis
 
@@ -22,6 +22,7 @@ __all__ = [
     "latency",
     "policy",
     "shadow",
+    "slos",
     "srm",
     "timeline",
 ]

@@ -1,4 +1,5 @@
-"""Sections about whether the comparison is sound: drift and the sample-ratio check."""
+"""Sections about whether the comparison is sound and the service safe: drift, the
+sample-ratio check, and the challenger's SLO error budgets."""
 
 from __future__ import annotations
 
@@ -107,6 +108,82 @@ def srm(rollout: Rollout) -> str:
         body,
         "Does the challenger get the share of users the policy sends it? If not, a routing "
         "or cohort bug makes the arms incomparable and the judge halts the rollout.",
+    )
+
+
+BURN_CLASS = {
+    "burning": "v-fail",
+    "watch": "v-inconclusive",
+    "ok": "v-pass",
+    "no_data": "v-no_data",
+    "error": "v-fail",
+}
+
+
+def _times(x: Any) -> str:
+    return f"{num(x, 3)}x"
+
+
+def _slo_rows(result: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for slo in result.get("objectives") or []:
+        name = escape(str(slo.get("slo", "")))
+        if slo.get("threshold_ms") is not None:
+            name += f" (within {num(slo.get('threshold_ms'))} ms)"
+        for w in slo.get("windows") or [{}]:
+            chal, champ = w.get("challenger") or {}, w.get("champion") or {}
+            long, short = chal.get("long") or {}, chal.get("short") or {}
+            verdict = str(w.get("verdict", slo.get("verdict", "")))
+            cells = [
+                pct(slo.get("objective"), 2),
+                f"{num(w.get('long_s'))} s / {num(w.get('short_s'))} s",
+                f"{pct(long.get('good_share'), 2)} of {num(long.get('calls'))} / "
+                f"{pct(short.get('good_share'), 2)} of {num(short.get('calls'))}",
+                f"{_times(w.get('burn_rate'))} / {_times(w.get('short_burn_rate'))}",
+                _times(w.get("burn_rate_lower")),
+                _times(w.get("max_multiple")),
+                _times((champ.get("long") or {}).get("burn_rate")),
+            ]
+            chip_html = chip(verdict.replace("_", " "), BURN_CLASS.get(verdict, "v-no_data"))
+            rows.append([name, chip_html, *(escape(c) for c in cells)])
+    return rows
+
+
+def slos(rollout: Rollout) -> str:
+    """One row per SLO and window pair; no section when the policy has no ``slos``."""
+    result = rollout.evidence.get("slos")
+    if not result:
+        return ""
+    burning = [s for s in result.get("objectives") or [] if s.get("verdict") == "burning"]
+    lead = (
+        chip("error budget burning", "v-fail")
+        + " "
+        + escape("; ".join(s["reason"] for s in burning))
+        if burning
+        else chip("no budget burning faster than its limit", "v-pass")
+    )
+    headers = [
+        "SLO", "verdict", "objective", "long / short window", "challenger good share",
+        "burn rate long / short", "at least (long)", "limit", "champion burn (long)",
+    ]  # fmt: skip
+    body = (
+        f"<p>{lead}</p>"
+        + table(headers, _slo_rows(result), raw=True)
+        + f"<p>Each long-window test ran at alpha = {escape(num(result.get('test_alpha')))} "
+        f"(log e-value threshold {escape(num(result.get('threshold_log_evalue')))}): the "
+        f"gate's share {escape(num(result.get('alpha')))} spread over the "
+        f"{escape(num(result.get('positions_planned')))} window positions of the planned "
+        "rollout and the objectives' window pairs.</p>"
+    )
+    return section(
+        "slos",
+        "Error budgets",
+        body,
+        "How fast the challenger spends each SLO's error budget (1 - objective): the burn "
+        "rate is the bad share of its calls in a window divided by the budget. The rollout "
+        "halts when the long window's burn rate is shown above the limit with confidence "
+        "(anytime-valid) and the short window's is above it too; the champion's is shown "
+        "for context.",
     )
 
 

@@ -53,7 +53,13 @@ def decode_snapshot(raw: bytes | None, key: bytes) -> Snapshot:
             "partition snapshot signature does not verify: is MODELCANARY_STATE_KEY the same "
             "on every evaluator and controller?"
         )
-    snapshot = pickle.loads(zlib.decompress(body))
+    try:
+        snapshot = pickle.loads(zlib.decompress(body))
+    except Exception as exc:  # signed by us, yet unreadable: e.g. written by another version
+        raise EventError(
+            f"partition snapshot is signed but cannot be read ({type(exc).__name__}: {exc}); "
+            "was it written by another modelcanary version?"
+        ) from exc
     if not isinstance(snapshot, Snapshot):
         raise EventError("partition snapshot has an unexpected type")
     return snapshot

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import pickle
 import random
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +21,7 @@ from modelcanary.judging import JudgeLoop
 from modelcanary.kafka_io import Record
 from modelcanary.policy import default_policy
 from modelcanary.rollout import new_rollout
-from modelcanary.snapshot import decode_snapshot, encode_snapshot
+from modelcanary.snapshot import MAGIC, decode_snapshot, encode_snapshot
 
 TOPICS = Topics("t")
 KEY = b"test-key"
@@ -184,3 +188,10 @@ def test_tick_publishes_each_decision_once_with_report_evidence() -> None:
     assert decision.evidence["challenger_version"] == "2"
     assert "latency" in decision.evidence
     assert published.events == [(TOPICS.decisions, decision)]
+
+
+def test_a_signed_snapshot_that_cannot_be_unpickled_is_an_event_error() -> None:
+    body = zlib.compress(pickle.dumps({"not": "a snapshot"})[:-3])  # truncated pickle
+    raw = MAGIC + hmac.new(KEY, body, hashlib.sha256).digest() + body
+    with pytest.raises(EventError, match="signed but cannot be read"):
+        decode_snapshot(raw, KEY)

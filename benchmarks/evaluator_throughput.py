@@ -182,16 +182,17 @@ def main() -> None:
         if loader.exitcode != 0:
             raise SystemExit(f"preloading failed (exit code {loader.exitcode})")
         total = 2 * args.events
+        print(f"preloaded (rss {rss_mb():.0f} MB)", file=sys.stderr)
         for i in range(args.repeat):
             raw.append(raw_rate(bootstrap, topics, total))
-            print(f"[{i + 1}/{args.repeat}] raw consume: {raw[-1]:,.0f} records/s",
-                  file=sys.stderr)  # fmt: skip
+            print(f"[{i + 1}/{args.repeat}] raw consume: {raw[-1]:,.0f} records/s "
+                  f"(rss {rss_mb():.0f} MB)", file=sys.stderr)  # fmt: skip
             gc.collect()
             before = rss_mb()
             rate, stats = evaluator_rate(bootstrap, topics, total, snapshot_interval_s)
             ours.append(rate)
-            print(f"[{i + 1}/{args.repeat}] evaluator:   {ours[-1]:,.0f} records/s",
-                  file=sys.stderr)  # fmt: skip
+            print(f"[{i + 1}/{args.repeat}] evaluator:   {ours[-1]:,.0f} records/s "
+                  f"(rss {rss_mb():.0f} MB)", file=sys.stderr)  # fmt: skip
             result = {**stats, "evaluator_state_rss_mb": round(rss_mb() - before, 1)}
     finally:
         stop_process(broker, timeout_s=2)

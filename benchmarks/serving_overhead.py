@@ -15,12 +15,13 @@ with one worker:
 Load comes from a separate process: ``hey`` (Debian package ``hey``) when it is on the
 PATH, else an asyncio HTTP/1.1 keep-alive client in a child Python process. The same
 request (no unit id, so every request is routed by its fresh request id) is sent to all
-three, and the variants are interleaved (a b c a b c ...) so that drift of the shared
-machine hits all alike:
+three. Each round has two phases, and each phase is cut into ``--slices`` slices run
+interleaved (a b c a b c ...), so that drift of the shared machine hits all alike:
 
-1. saturation: ``--concurrency`` connections as fast as they go for ``--saturation-s``;
-2. latency: a fixed ``--rate`` requests/s (well below saturation, so no queueing) for
-   ``--latency-s``, each request's latency recorded.
+1. saturation: ``--concurrency`` connections as fast as they go, ``--saturation-s`` per
+   variant in all (throughput: the mean over the slices);
+2. latency: a fixed ``--rate`` requests/s (well below saturation, so no queueing),
+   ``--latency-s`` per variant in all, each request's latency recorded (pooled).
 
 Each figure is the median over ``--rounds`` rounds. The comparisons are paired by round —
 ``ratio_canary_rps`` is the median of the rounds' canary/plain ratios, ``added_*`` the
@@ -29,8 +30,9 @@ machine moves both sides of its comparison and little else. The JSON holds exact
 ``plain``, ``canary``, ``shadow`` (each ``rps``, ``p50_ms``, ``p99_ms``),
 ``ratio_canary_rps``, ``added_p99_ms_canary`` and ``added_p50_ms_shadow``. Per-round
 figures go to stderr and, with ``--details PATH``, to a second JSON file together with
-the CPU time the serving worker spent per request during the latency runs — a figure the
-other processes on a shared machine disturb far less than throughput or latency.
+the CPU time the serving worker spent per answered request in each phase — a figure the
+other processes on a shared machine disturb far less than throughput or latency (at
+100 requests/s it includes the worker's idle background work, about 5 ms a second).
 Targets: ratio >= 0.95, added p99 <= 1 ms, added shadow p50 <= 1 ms.
 """
 
@@ -72,12 +74,13 @@ def _hey(url: str, body: Path, seconds: float, concurrency: int, rate: float | N
     elapsed = time.perf_counter() - started
     if rate is None:
         rps = next(float(line.split(":")[1]) for line in out.splitlines() if "Requests/sec" in line)
-        errors = sum(
-            int(line.split("responses")[0].split("]")[1])
+        counts = {
+            line.strip()[1:4]: int(line.split("responses")[0].split("]")[1])
             for line in out.splitlines()
-            if line.strip().startswith("[") and not line.strip().startswith("[200]")
-        )
-        return {"rps": rps, "errors": errors}
+            if line.strip().startswith("[") and "responses" in line
+        }
+        errors = sum(n for status, n in counts.items() if status != "200")
+        return {"rps": rps, "errors": errors, "ok": counts.get("200", 0)}
     rows = list(csv.DictReader(io.StringIO(out)))
     ok = [float(r["response-time"]) * 1000.0 for r in rows if r["status-code"] == "200"]
     return {"latencies_ms": ok, "errors": len(rows) - len(ok), "elapsed_s": elapsed}
@@ -133,7 +136,8 @@ async def _python_load(
     started = time.perf_counter()
     if rate is None:
         await asyncio.gather(*(closed_loop() for _ in range(concurrency)))
-        return {"rps": len(latencies) / (time.perf_counter() - started), "errors": errors}
+        elapsed = time.perf_counter() - started
+        return {"rps": len(latencies) / elapsed, "errors": errors, "ok": len(latencies) - errors}
     workers = max(1, min(concurrency, int(rate // 25) or 1))
     interval = workers / rate
     await asyncio.gather(*(open_loop(interval, i * interval / workers) for i in range(workers)))
@@ -282,6 +286,54 @@ def start_services(root: Path) -> tuple[dict[str, str], list[Any], dict]:
     return urls, handles, dataset.X_test.iloc[0].to_dict()
 
 
+def measure_round(
+    tool: str, urls: dict[str, str], body: Path, serve_pids: dict[str, int], args: Any
+) -> dict[str, Any]:
+    """One round: saturation, then fixed-rate latency, each in ``args.slices`` slices.
+
+    The slices are interleaved (a b c a b c ...), so that within a round every variant is
+    measured across the same stretch of time: a burst of load from another process on the
+    shared machine then falls on all three instead of on whichever ran at that moment.
+    Throughput is the mean over a variant's slices; latencies are pooled. The worker's
+    CPU time per answered request is recorded for both phases.
+    """
+    record: dict[str, Any] = {}
+    rps: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    latencies: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu = {f"{v}_{phase}": 0.0 for v in VARIANTS for phase in ("saturation", "latency")}
+    answered = dict.fromkeys(cpu, 0)
+    for v in VARIANTS:
+        record[f"{v}_saturation_errors"] = record[f"{v}_latency_errors"] = 0
+    for phase, seconds, rate in (
+        ("saturation", args.saturation_s, None),
+        ("latency", args.latency_s, args.rate),
+    ):
+        for _ in range(args.slices):
+            for v in VARIANTS:
+                before = _worker_cpu_s(serve_pids[v])
+                result = run_load(
+                    tool, f"{urls[v]}/predict", body, seconds / args.slices, args.concurrency,
+                    rate,
+                )  # fmt: skip
+                cpu[f"{v}_{phase}"] += _worker_cpu_s(serve_pids[v]) - before
+                record[f"{v}_{phase}_errors"] += result["errors"]
+                if rate is None:
+                    rps[v].append(result["rps"])
+                    answered[f"{v}_{phase}"] += result["ok"]
+                else:
+                    latencies[v] += result["latencies_ms"]
+                    answered[f"{v}_{phase}"] += len(result["latencies_ms"])
+    for v in VARIANTS:
+        record[f"{v}_rps"] = sum(rps[v]) / len(rps[v])
+        record[f"{v}_samples"] = len(latencies[v])
+        record[f"{v}_p50_ms"] = _percentile(latencies[v], 0.5)
+        record[f"{v}_p99_ms"] = _percentile(latencies[v], 0.99)
+        for phase in ("saturation", "latency"):
+            served = max(1, answered[f"{v}_{phase}"])
+            record[f"{v}_cpu_us_per_request_{phase}"] = round(cpu[f"{v}_{phase}"] / served * 1e6, 1)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True, help="write the result here")
@@ -292,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the latency run")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument(
+        "--slices", type=int, default=3, help="interleaved slices per phase and round"
+    )
     parser.add_argument("--loadgen", choices=("auto", "hey", "python"), default="auto")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
@@ -319,29 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         for variant in VARIANTS:  # warm up: first calls load code paths and fill caches
             run_load(tool, f"{urls[variant]}/predict", body, args.warmup_s, 4, None)
         for index in range(args.rounds):
-            record: dict[str, Any] = {"round": index}
-            for variant in VARIANTS:
-                result = run_load(
-                    tool, f"{urls[variant]}/predict", body, args.saturation_s,
-                    args.concurrency, None,
-                )  # fmt: skip
-                record[f"{variant}_rps"] = result["rps"]
-                record[f"{variant}_saturation_errors"] = result["errors"]
-            for variant in VARIANTS:
-                cpu_before = _worker_cpu_s(serve_pids[variant])
-                result = run_load(
-                    tool, f"{urls[variant]}/predict", body, args.latency_s,
-                    args.concurrency, args.rate,
-                )  # fmt: skip
-                served = max(1, len(result["latencies_ms"]))
-                cpu_us = (_worker_cpu_s(serve_pids[variant]) - cpu_before) / served * 1e6
-                record[f"{variant}_cpu_us_per_request"] = round(cpu_us, 1)
-                record[f"{variant}_samples"] = len(result["latencies_ms"])
-                record[f"{variant}_p50_ms"] = _percentile(result["latencies_ms"], 0.5)
-                record[f"{variant}_p99_ms"] = _percentile(result["latencies_ms"], 0.99)
-                record[f"{variant}_latency_errors"] = result["errors"]
-            rounds.append(record)
-            print(json.dumps(record), file=sys.stderr)
+            record = measure_round(tool, urls, body, serve_pids, args)
+            rounds.append({"round": index, **record})
+            print(json.dumps(rounds[-1]), file=sys.stderr)
         summary = summarise(rounds)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -349,8 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             details = {
                 "loadgen": tool,
                 "cpu_us_per_request": {
-                    v: round(median(r[f"{v}_cpu_us_per_request"] for r in rounds), 1)
-                    for v in VARIANTS
+                    phase: {
+                        v: round(median(r[f"{v}_cpu_us_per_request_{phase}"] for r in rounds), 1)
+                        for v in VARIANTS
+                    }
+                    for phase in ("saturation", "latency")
                 },
                 "rounds": rounds,
                 "settings": {k: str(v) for k, v in vars(args).items()},

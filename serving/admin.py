@@ -33,7 +33,11 @@ from modelcanary.events import Action, to_dict
 
 
 class AdminEndpoints:
-    """Mixin: needs ``self.settings`` and ``self.router`` (model name, event publisher)."""
+    """Mixin: needs ``self.settings`` and ``self.router`` (model name, event publisher).
+
+    The methods are named ``rollout_*``: BentoML matches routes in the alphabetical order
+    of the API methods' names, so these come after ``predict``, the route that matters.
+    """
 
     settings: Settings
     router: Any
@@ -72,7 +76,7 @@ class AdminEndpoints:
         return BentoMLException(str(exc), error_code=HTTPStatus.SERVICE_UNAVAILABLE)
 
     @bentoml.api(route="/admin/rollout/start")
-    def admin_start(
+    def rollout_start(
         self,
         ctx: bentoml.Context,
         model: str = Field(description="Registered model name (must be this replica's)"),
@@ -90,7 +94,7 @@ class AdminEndpoints:
         return {"rollout": RolloutStatus(rollout, None).to_dict()["rollout"]}
 
     @bentoml.api(route="/admin/rollout/act")
-    def admin_act(
+    def rollout_act(
         self,
         ctx: bentoml.Context,
         model: str = Field(description="Registered model name (must be this replica's)"),
@@ -115,7 +119,7 @@ class AdminEndpoints:
         return {"decision": to_dict(decision)}
 
     @bentoml.api(route="/admin/rollout/status")
-    def admin_status(
+    def rollout_status(
         self,
         ctx: bentoml.Context,
         model: str = Field(description="Registered model name (must be this replica's)"),

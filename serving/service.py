@@ -18,12 +18,10 @@ otherwise. The challenger and Kafka never cause an error.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
-from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import bentoml
 from bentoml.exceptions import (
@@ -38,6 +36,7 @@ from modelcanary.config import load_settings
 from modelcanary.errors import (
     InputRejectedError,
     InvalidRequestError,
+    ModelcanaryError,
     NotReadyError,
     PredictionError,
 )
@@ -273,20 +272,21 @@ async def _json(send: Any, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-@contextlib.contextmanager
-def _http_errors() -> Iterator[None]:
-    """Our errors as HTTP answers: 422 bad values, 400 bad request, 503 not ready, 500."""
-    try:
-        yield
-    except InputRejectedError as exc:
+def _raise_http(exc: ModelcanaryError) -> NoReturn:
+    """Our errors as HTTP answers: 422 bad values, 400 bad request, 503 not ready, 500.
+
+    Called from an ``except`` block (cheaper on every request than a context manager).
+    """
+    if isinstance(exc, InputRejectedError):
         raise UnprocessableEntity(str(exc)) from exc
-    except InvalidRequestError as exc:
+    if isinstance(exc, InvalidRequestError):
         raise InvalidArgument(str(exc)) from exc
-    except NotReadyError as exc:
+    if isinstance(exc, NotReadyError):
         raise ServiceUnavailable(str(exc)) from exc
-    except PredictionError as exc:
+    if isinstance(exc, PredictionError):
         log.error("%s", exc)
         raise InternalServerError(str(exc)) from exc
+    raise exc
 
 
 @bentoml.service(
@@ -313,16 +313,20 @@ class ModelcanaryService(AdminEndpoints):
         self, features: dict[str, Any], request_id: str | None = None, unit_id: str | None = None
     ) -> PredictAnswer:
         """Answer with the version the split picks; emits a prediction event per model call."""
-        with _http_errors():
+        try:
             answer = await self.router.predict(features, request_id, unit_id)
+        except ModelcanaryError as exc:
+            _raise_http(exc)
         return _answer(answer)
 
     @bentoml.api(input_spec=PredictBatchInput)
     async def predict_batch(self, rows: list[PredictRow]) -> BatchAnswer:
         """Answer many rows in one call: one model call per arm, one event per row."""
         batch = [BatchRow(r.features, r.request_id, r.unit_id) for r in rows]
-        with _http_errors():
+        try:
             answers = await self.router.predict_batch(batch)
+        except ModelcanaryError as exc:
+            _raise_http(exc)
         return BatchAnswer(predictions=[_answer(a) for a in answers])
 
     @bentoml.api(input_spec=FeedbackInput)

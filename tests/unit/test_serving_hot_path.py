@@ -1,0 +1,136 @@
+"""What the per-request path was made cheaper with keeps its meaning.
+
+- the publisher's encoder (ujson) writes the event contract's JSON: same values once
+  decoded, NaN and infinities refused;
+- a shadow copy reaches the challenger only after the request's coroutine is done;
+- BentoML matches ``/predict`` before the admin routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from modelcanary.errors import EventError
+from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent, encode
+from modelcanary.kafka_io import encode_event
+from modelcanary.rollout_store import ModelSnapshot
+from modelcanary.router import ModelRouter, ServingSnapshot
+from modelcanary.routing import RoutingTable
+from modelcanary.validation import InputSchema
+
+TRICKY_VALUES: dict[str, Any] = {
+    "small": 1.5e-07,
+    "tiny": 5e-324,
+    "large": 1e22,
+    "huge": 1.7976931348623157e308,
+    "third": 1 / 3,
+    "negative_zero": -0.0,
+    "integer": 12345678901234567890123,
+    "text": 'é \u2028 "quoted" \\ / \x01',
+    "missing": None,
+    "flag": True,
+    "nested": [1, {"k": 2.5e-9}],
+}
+
+
+def _prediction(features: dict[str, Any]) -> PredictionEvent:
+    return PredictionEvent(
+        model="m",
+        request_id="r",
+        version="1",
+        arm=Arm.CHAMPION,
+        mode=Mode.CANARY,
+        served=True,
+        prediction=0.1,
+        score=0.25,
+        latency_ms=0.8123,
+        features=features,
+    )
+
+
+def test_the_fast_encoder_writes_the_same_json_values_as_the_contract() -> None:
+    event = _prediction(TRICKY_VALUES)
+    fast, contract = encode_event(event), encode(event)
+    assert json.loads(fast) == json.loads(contract)
+    assert list(json.loads(fast)) == list(json.loads(contract))  # same field order
+    assert fast.isascii()  # non-ASCII is escaped, as json.dumps does
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_the_fast_encoder_refuses_what_is_not_json(bad: float) -> None:
+    with pytest.raises(EventError):
+        encode_event(_prediction({"x": bad}))
+    with pytest.raises(EventError):
+        encode_event(OutcomeEvent(model="m", request_id="r", kpis={"revenue": bad}))
+
+
+class _Model:
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.feature_names = ["x"]
+        self.schema = InputSchema.numeric_columns(self.feature_names)
+        self.calls = 0
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, float | None]]:
+        self.calls += 1
+        return [(1, 0.5) for _ in rows]
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.events: list[PredictionEvent] = []
+
+    def publish(self, topic: str, event: Any) -> None:
+        self.events.append(event)
+
+
+def test_a_shadow_copy_is_handed_over_only_once_the_request_is_answered() -> None:
+    champion, challenger, events = _Model("1"), _Model("2"), _Events()
+    router = ModelRouter(
+        "m",
+        "predictions",
+        "outcomes",
+        events,
+        read_snapshot=lambda: ModelSnapshot(None, None, None),
+        load_predictor=_Model,
+    )
+    router.snapshot = ServingSnapshot(champion, challenger, RoutingTable("r1", Mode.SHADOW, 1.0, 0))
+
+    handed_over: list[float] = []
+    mirror = router._mirror
+
+    def recording_mirror(*args: Any) -> None:
+        handed_over.append(time.monotonic())
+        mirror(*args)
+
+    router._mirror = recording_mirror  # type: ignore[method-assign]
+
+    async def request() -> int:
+        await router.predict({"x": 1.0}, "req-1")
+        return len(handed_over)  # still inside the request's task
+
+    try:
+        assert asyncio.run(request()) == 0
+        assert len(handed_over) == 1
+        deadline = time.monotonic() + 2
+        while len(events.events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert challenger.calls == 1
+        shadow = [e for e in events.events if e.arm is Arm.CHALLENGER]
+        assert len(shadow) == 1 and shadow[0].mode is Mode.SHADOW and shadow[0].served is False
+    finally:
+        router.stop()
+
+
+def test_predict_is_matched_before_the_admin_routes() -> None:
+    from serving.service import ModelcanaryService
+
+    names = list(ModelcanaryService.apis)
+    assert names.index("predict") < min(i for i, n in enumerate(names) if n.startswith("rollout_"))

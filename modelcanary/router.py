@@ -335,8 +335,8 @@ class ModelRouter:
 
         The loop runs the callback when the coroutine answering this request suspends or
         ends, which under BentoML is after the response has been written. Handed to the
-        pool at once, the challenger's thread took the GIL from the answer's own
-        serialisation and sending: +1.5 ms at p50 in ``benchmarks/serving_overhead.py``.
+        pool at once, the challenger's thread could take the GIL (for up to the 5 ms
+        switch interval) from the answer's own serialisation and sending.
         """
         try:
             loop = asyncio.get_running_loop()

@@ -178,6 +178,26 @@ class Registry:
                     break
         return sorted(names)
 
+    def models_tagged(self, tag: str) -> dict[str, str]:
+        """Every registered model that has ``tag``, with its value: one search, not one
+        read per model (the registry returns the tags with each model it lists)."""
+        quoted = tag.replace("`", "")
+        found: dict[str, str] = {}
+        token: str | None = None
+        with self._translated(f"listing registered models tagged {tag}"):
+            while True:
+                page = self._client.search_registered_models(
+                    filter_string=f"tags.`{quoted}` LIKE '%'", max_results=1000, page_token=token
+                )
+                for model in page:
+                    value = (model.tags or {}).get(tag)
+                    if value is not None:
+                        found[model.name] = value
+                token = page.token
+                if not token:
+                    break
+        return found
+
     def list_versions(self, name: str) -> list[VersionInfo]:
         """All versions of ``name``, oldest first, with their aliases and tags."""
         aliases = self.aliases(name)  # also raises RegistryError for an unknown model

@@ -29,6 +29,9 @@ class InMemoryRegistry:
             if self.tags[name] or self.aliases[name]
         )
 
+    def models_tagged(self, tag: str) -> dict[str, str]:
+        return {name: tags[tag] for name, tags in self.tags.items() if tag in tags}
+
     def model_tags(self, name: str) -> dict[str, str]:
         return dict(self.tags[name])
 

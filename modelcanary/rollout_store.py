@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from modelcanary.errors import RegistryError, RegistryUnavailableError
+from modelcanary.errors import RegistryError
 from modelcanary.policy import Policy, policy_from_dict
 from modelcanary.rollout import Rollout, RolloutState
 
@@ -36,6 +36,7 @@ class RegistryPort(Protocol):
     """The slice of :class:`modelcanary.registry.Registry` the control plane needs."""
 
     def list_models(self) -> list[str]: ...
+    def models_tagged(self, tag: str) -> dict[str, str]: ...
     def alias_version(self, name: str, alias: str) -> str | None: ...
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
     def delete_alias(self, name: str, alias: str) -> None: ...
@@ -69,17 +70,15 @@ class RolloutStore:
     def active_models(self) -> list[str]:
         """Registered models whose rollout is in progress (running, paused, halted), sorted.
 
-        How the judge finds every rollout, including one no traffic reaches. It costs one
-        listing plus one read per registered model, so call it every few seconds, not per
-        request. A model deleted meanwhile, or with an unreadable rollout tag, is skipped
-        (and logged); MLflow being unreachable raises :class:`RegistryUnavailableError`.
+        How the judge finds every rollout, including one no traffic reaches: one registry
+        search for the models carrying a rollout tag, however many models are registered.
+        A model whose rollout tag does not decode is skipped (and logged); MLflow being
+        unreachable raises :class:`RegistryUnavailableError`.
         """
         active = []
-        for name in self.registry.list_models():
+        for name, raw in sorted(self.registry.models_tagged(ROLLOUT_TAG).items()):
             try:
-                rollout = self.load(name)
-            except RegistryUnavailableError:
-                raise
+                rollout = self._decode(name, raw)
             except RegistryError as exc:
                 log.warning("skipping %s when listing rollouts: %s", name, exc)
                 continue

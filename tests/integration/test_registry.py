@@ -143,6 +143,10 @@ def test_model_and_version_tags_round_trip(registry: Registry, data: DemoDataset
     rollout = json.dumps({"state": "running", "fraction": 0.05})
     registry.set_model_tags(name, {"modelcanary.rollout": rollout, "team": "risk"})
     assert registry.model_tags(name) == {"modelcanary.rollout": rollout, "team": "risk"}
+    untagged = _unique()
+    registry.register_sklearn(untagged, train_variant("baseline", data), data.X_train)
+    tagged = registry.models_tagged("modelcanary.rollout")
+    assert tagged[name] == rollout and untagged not in tagged
     registry.delete_model_tags(name, ["team", "never-set"])
     assert registry.model_tags(name) == {"modelcanary.rollout": rollout}
 
@@ -356,6 +360,7 @@ def test_rest_server_round_trip_normalises_alias_versions(rest_uri: str, data: D
     assert [v.version for v in registry.list_versions(name)] == ["1", "2"]
     registry.set_model_tags(name, {"modelcanary.rollout": "{}"})
     assert registry.model_tags(name) == {"modelcanary.rollout": "{}"}
+    assert registry.models_tagged("modelcanary.rollout")[name] == "{}"
     (prediction, score), *_ = registry.load_predictor(name, "1").predict(
         data.X_test.head(2).to_dict(orient="records")
     )

@@ -11,7 +11,11 @@ Which models it judges: every model named in a snapshot (one with evidence), plu
 model ``discover`` returns — the registry's models with a rollout in progress, asked
 every ``discover_every_s``. Discovery is what makes a rollout that gets no traffic at
 all (its replicas are down, or nobody calls them) still hold, and end at its step's
-``max_duration_s``: with snapshots alone, the judge would never hear of it.
+``max_duration_s``: with snapshots alone, the judge would never hear of it. A model
+whose rollout has ended (or that has none) is dormant: not read from the registry at
+each tick until discovery lists it again or a snapshot brings evidence of a rollout the
+judge has not seen end, so the registry's load follows the rollouts in progress, not
+every model that ever had one.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class JudgeLoop:
         self.discover = discover
         self.discover_every_s = discover_every_s
         self._next_discovery = float("-inf")
+        self.dormant: set[str] = set()
+        self._ended: set[str] = set()  # rollout ids seen finished
         self.snapshots: dict[int, Snapshot] = {}
         self.last_judgements: dict[str, Judgement] = {}
         self._published: dict[str, _Published] = {}
@@ -84,6 +90,10 @@ class JudgeLoop:
             if current is None or snapshot.written_at >= current.written_at:
                 self.snapshots[snapshot.partition] = snapshot
                 self.models.update(snapshot.models.values())
+                self.dormant.difference_update(
+                    model for rollout_id, model in snapshot.models.items()
+                    if rollout_id not in self._ended
+                )  # fmt: skip
 
     def evidence(self, rollout_id: str) -> RolloutEvidence:
         """The rollout's evidence merged over the latest snapshot of every partition."""
@@ -127,9 +137,15 @@ class JudgeLoop:
         now = self.clock()
         self._discover(now)
         decisions: list[DecisionEvent] = []
-        for model in sorted(self.models):
+        for model in sorted(self.models - self.dormant):
             rollout, policy = self.read_rollout(model)
-            if rollout is None or policy is None or rollout.state is not RolloutState.RUNNING:
+            if rollout is None or rollout.state.terminal:
+                with self._lock:
+                    self.dormant.add(model)
+                    if rollout is not None:
+                        self._ended.add(rollout.rollout_id)
+                continue
+            if policy is None or rollout.state is not RolloutState.RUNNING:
                 continue
             evidence = self.evidence(rollout.rollout_id)
             judgement = self.judge_rollout(rollout, policy, now, evidence)
@@ -160,6 +176,7 @@ class JudgeLoop:
         with self._lock:
             new = found - self.models
             self.models.update(found)
+            self.dormant -= found
         if new:
             log.info("judging the rollouts of %s too", ", ".join(sorted(new)))
 

@@ -13,6 +13,7 @@ from modelcanary.judging import JudgeLoop
 from modelcanary.policy import Policy, Step, TimeoutAction, default_policy
 from modelcanary.registry_memory import InMemoryRegistry
 from modelcanary.rollout_store import ROLLOUT_TAG, RolloutStore
+from modelcanary.snapshot import Snapshot
 
 POLICY = Policy(steps=(Step(0.2, max_duration_s=30),), gates=default_policy().gates)
 
@@ -119,3 +120,51 @@ def test_a_halt_is_published_again_after_an_operator_resumes() -> None:
         )  # fmt: skip
         now["t"] = resumed_at + 1
         assert controller.apply(resume).applied
+
+
+def test_models_without_a_rollout_in_progress_are_not_read_at_every_tick() -> None:
+    controller = registry_with_rollouts()[1]
+    store = controller.store
+    now = {"t": 100.0}
+    reads: list[str] = []
+
+    def read(model: str) -> tuple[Any, Any]:
+        reads.append(model)
+        return store.load(model), store.load_policy(model)
+
+    loop = JudgeLoop(
+        Topics("t"), ListPublisher(), read, clock=lambda: now["t"],
+        watch=["done", "idle"], discover=store.active_models, discover_every_s=10.0,
+    )  # fmt: skip
+    loop.tick()
+    assert sorted(reads) == ["done", "idle", "quiet"] and loop.dormant == {"done", "idle"}
+    reads.clear()
+    for t in (101.0, 102.0, 103.0):
+        now["t"] = t
+        loop.tick()
+    assert reads == ["quiet"] * 3  # the ended and the never-started are left alone
+
+    controller.start("idle", "2", POLICY)  # a new rollout: the next discovery finds it
+    now["t"] = 111.0
+    reads.clear()
+    loop.tick()
+    assert sorted(reads) == ["idle", "quiet"] and loop.dormant == {"done"}
+
+
+def test_evidence_of_a_new_rollout_wakes_a_dormant_model_before_discovery() -> None:
+    controller = registry_with_rollouts()[1]
+    store = controller.store
+    loop = JudgeLoop(
+        Topics("t"), ListPublisher(), lambda m: (store.load(m), store.load_policy(m)),
+        clock=lambda: 100.0, watch=["done"],
+    )  # fmt: skip
+    loop.tick()
+    ended = store.load("done")
+    assert ended is not None and loop.dormant == {"done"}
+    loop.update(Snapshot(0, {}, {}, models={ended.rollout_id: "done"}, written_at=1.0))
+    assert loop.dormant == {"done"}  # evidence of the rollout that ended: still dormant
+    controller.start("done", "3", POLICY)
+    fresh = store.load("done")
+    assert fresh is not None
+    loop.update(Snapshot(0, {}, {}, models={fresh.rollout_id: "done"}, written_at=2.0))
+    assert loop.dormant == set()

@@ -6,6 +6,7 @@ Both stop cleanly when ``stop`` is set (SIGTERM/SIGINT handlers set it in the CL
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -117,6 +118,43 @@ class JudgeThread(threading.Thread):
         self.publisher.publish(self.settings.topics.deadletter, letter)
 
 
+class ReportWriter(threading.Thread):
+    """Attaches evaluation reports to decision runs, off the path that applies decisions.
+
+    A report takes seconds to render and log (2-4 s against a local MLflow); written in
+    line, it delayed every decision queued behind it, another model's rollback included.
+    A report that fails is logged and skipped (``modelcanary report`` renders it again
+    on demand); :meth:`close` waits for the queued ones, up to a timeout.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(name="reports", daemon=True)
+        self.registry = registry
+        self.written = 0
+        self._queue: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+
+    def submit(self, rollout_id: str, run_id: str, action: str) -> None:
+        self._queue.put((rollout_id, run_id, action))
+
+    def run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            rollout_id, run_id, action = job
+            try:
+                path = attach_report(self.registry, rollout_id, run_id=run_id)
+                self.written += 1
+                log.info("report of %s (%s): %s", rollout_id, action, path)
+            except ModelcanaryError as exc:
+                log.warning("report of %s not attached: %s", rollout_id, exc)
+            except Exception:  # a report must never end the thread that writes the next
+                log.exception("report of %s failed", rollout_id)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self._queue.put(None)
+        self.join(timeout_s)
+        if self.is_alive():
+            log.warning("reports still being written after %.0f s: left unfinished", timeout_s)
+
+
 def _until_done(
     stop: threading.Event, what: str, call: Callable[[], T], backoff_s: float
 ) -> T | None:
@@ -135,11 +173,12 @@ def _handle_decision(
     controller: Controller,
     audit: AuditLog,
     notifier: WebhookNotifier,
+    reports: ReportWriter,
     stop: threading.Event,
     backoff_s: float,
     drift_reports: MutableMapping[str, str] | None = None,
 ) -> Applied | None:
-    """Apply, record, notify — in that order (see :func:`run_controller`)."""
+    """Apply, record, queue the report, notify — in that order (see :func:`run_controller`)."""
     try:
         applied = _until_done(
             stop, f"apply {decision.event_id}", lambda: controller.apply(decision), backoff_s
@@ -172,11 +211,7 @@ def _handle_decision(
         except ModelcanaryError as exc:
             log.error("decision %s applied but not recorded in MLflow: %s", decision.event_id, exc)
     if run_id is not None and applied.applied and decision.action is not Action.HOLD:
-        try:
-            path = attach_report(audit.registry, decision.rollout_id, run_id=run_id)
-            log.info("report of %s (%s): %s", decision.rollout_id, decision.action.value, path)
-        except ModelcanaryError as exc:
-            log.warning("report of %s not attached: %s", decision.rollout_id, exc)
+        reports.submit(decision.rollout_id, run_id, decision.action.value)
     if applied.applied:
         notifier.notify(decision)
     return applied
@@ -194,7 +229,8 @@ def run_controller(
 
     Per decision, in this order: 1. apply it to MLflow (:meth:`Controller.apply`, which
     writes the rollout tag last); 2. record it as an MLflow run (idempotent by event id);
-    3. queue the webhook notification (never blocks). Offsets are committed only after
+    3. queue its evaluation report (:class:`ReportWriter`, for a decision that moved the
+    rollout); 4. queue the webhook notification (never blocks). Offsets are committed only after
     steps 1-2 for every record of the batch, so a crash re-reads the decision: step 1 then
     finds the rollout already moved and applies nothing, step 2 finds the run. While
     MLflow is unreachable, the same step is retried with backoff and nothing after it
@@ -207,6 +243,8 @@ def run_controller(
     audit = AuditLog(registry)
     notifier = WebhookNotifier(settings.webhook_urls)
     publisher = EventPublisher(bootstrap, client_id="modelcanary-controller")
+    reports = ReportWriter(Registry(settings.resolved_mlflow_uri()))  # its own client
+    reports.start()
     judge_thread = JudgeThread(settings, publisher, stop, judge_interval_s) if judge else None
     if judge_thread is not None:
         judge_thread.start()
@@ -242,6 +280,7 @@ def run_controller(
                     controller,
                     audit,
                     notifier,
+                    reports,
                     stop,
                     retry_backoff_s,
                     judge_thread.loop.drift_reports if judge_thread is not None else None,
@@ -256,6 +295,7 @@ def run_controller(
         if judge_thread is not None:
             judge_thread.join(timeout=10)
         consumer.close()
+        reports.close()
         notifier.close()
         publisher.flush()
         publisher.close()

@@ -30,6 +30,7 @@ from modelcanary.report import (
     report_when_finished,
     resolve_rollout_id,
 )
+from modelcanary.workers import ReportWriter
 from tests.simulated_rollout import BAD, GOOD, record, register_versions, simulate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -152,3 +153,15 @@ def test_review_notebook_runs_top_to_bottom(
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 4  # traffic, gates, arms, drift
     nbformat.write(notebook, tmp_path / "review_rollout.executed.ipynb")
+
+
+def test_the_controllers_report_writer_survives_a_failing_report(store: Store) -> None:
+    registry = Registry(store.uri)
+    writer = ReportWriter(registry)
+    writer.start()
+    writer.submit("no-such-rollout", store.good_runs[1], "promote")  # fails: logged, skipped
+    writer.submit(store.bad_id, store.good_runs[1], "rollback")
+    writer.close(timeout_s=60)
+    assert not writer.is_alive() and writer.written == 1
+    run = registry.client.get_run(store.good_runs[1])
+    assert REPORT_ARTIFACT in AuditLog(registry).artifact_names(run)

@@ -1,9 +1,12 @@
 """The evaluator: decode, join and accumulate evidence, per partition. Pure of I/O itself.
 
-Raw records come in through :meth:`Evaluator.handle`; dead letters go out through a
-publisher. State is kept per partition *number*: predictions and outcomes are keyed by
-request_id and both topics have the same partition count, so partition ``p`` of each
-holds the same requests and one worker can join them locally. A partition's state can
+Raw records come in by the batch of one topic partition, as a consumer polls them
+(:meth:`Evaluator.handle_messages` for confluent-kafka messages,
+:meth:`Evaluator.handle_batch` for records with attributes, :meth:`Evaluator.handle` for
+one); dead letters go out through a publisher. State is kept per partition *number*:
+predictions and outcomes are keyed by request_id and both topics have the same partition
+count, so partition ``p`` of each holds the same requests and one worker can join them
+locally. A partition's state can
 be written as a :class:`~modelcanary.snapshot.Snapshot` and restored by another worker
 after a rebalance; judging the merged evidence is the controller's job
 (:mod:`modelcanary.judging`). The Kafka loop around it lives in :mod:`modelcanary.workers`.
@@ -13,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter, methodcaller
 from typing import Any, Protocol
 
 from modelcanary.config import Topics
 from modelcanary.errors import EventError
-from modelcanary.events import DeadLetterEvent, decode_outcome, decode_prediction
+from modelcanary.events import DeadLetterEvent, read_outcome, read_prediction
 from modelcanary.join import JoinedRequest, Joiner
 from modelcanary.judge import RolloutEvidence
 from modelcanary.kafka_io import Record
@@ -48,6 +52,32 @@ class PartitionState:
             self.evidence[rollout_id] = RolloutEvidence()
             self.models[rollout_id] = model
         return self.evidence[rollout_id]
+
+
+# What a record's offset, value and key are: attributes of a kafka-python record, methods
+# of a confluent-kafka message (operator's getters: mapped over a batch in C).
+_offset_attribute, _value_attribute, _key_attribute = (
+    attrgetter("offset"), attrgetter("value"), attrgetter("key")
+)  # fmt: skip
+_offset_method, _value_method, _key_method = (
+    methodcaller("offset"), methodcaller("value"), methodcaller("key")
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Records of one topic partition, unpacked into offsets and values for the loops;
+    the records themselves only give the key of a dead letter (a rare event)."""
+
+    topic: str
+    offsets: list[int]
+    values: list[bytes | None]
+    records: Sequence[Any]
+    key_of: Callable[[Any], bytes | None]
+
+    def key_at(self, offset: int) -> bytes | None:
+        # Any record of this batch with this offset is the same record.
+        return self.key_of(self.records[self.offsets.index(offset)])
 
 
 class Evaluator:
@@ -123,51 +153,85 @@ class Evaluator:
         """Decode one record; poison goes to the dead-letter topic with the reason."""
         self.handle_batch(record.topic, record.partition, (record,))
 
-    def handle_batch(self, topic: str, partition: int, records: Iterable[Any]) -> None:
+    def handle_batch(self, topic: str, partition: int, records: Sequence[Any]) -> None:
         """Records of one topic partition, in offset order: what a poll returns for it.
 
-        Each record needs ``offset``, ``key`` and ``value`` (a :class:`Record`, or the
-        kafka-python ``ConsumerRecord`` as polled: no copy). Same effect as
+        Each record needs ``offset``, ``key`` and ``value`` attributes (a :class:`Record`,
+        or the kafka-python ``ConsumerRecord`` as polled: no copy). Same effect as
         :meth:`handle` on each in turn, except that the clock is read once per batch.
         """
+        self._take(
+            topic,
+            partition,
+            list(map(_offset_attribute, records)),
+            list(map(_value_attribute, records)),
+            records,
+            _key_attribute,
+        )
+
+    def handle_messages(self, topic: str, partition: int, messages: Sequence[Any]) -> None:
+        """:meth:`handle_batch` for confluent-kafka ``Message`` objects, whose offset, key
+        and value are methods (``offset()``, ``key()``, ``value()``). They must all be of
+        ``topic`` and ``partition``, in offset order, and none an error event (the consumer
+        loop handles those: ``message.error()`` is not None)."""
+        self._take(
+            topic,
+            partition,
+            list(map(_offset_method, messages)),
+            list(map(_value_method, messages)),
+            messages,
+            _key_method,
+        )
+
+    def _take(
+        self,
+        topic: str,
+        partition: int,
+        offsets: list[int],
+        values: list[bytes | None],
+        records: Sequence[Any],
+        key_of: Callable[[Any], bytes | None],
+    ) -> None:
+        """The one loop behind both: records as ``(offset, value)`` lists; ``records`` and
+        ``key_of`` are only used for the key of a dead letter."""
         state = self.partitions.get(partition)
         if state is None:  # not assigned through assign(): own it from the beginning
             self.assign(partition, None)
             state = self.partitions[partition]
+        batch = _Batch(topic, offsets, values, records, key_of)
         if topic == self.topics.predictions:
-            take = self._take_predictions
+            self._take_predictions(state, batch, self.clock())
         elif topic == self.topics.outcomes:
-            take = self._take_outcomes
+            self._take_outcomes(state, batch, self.clock())
         else:
-            take = self._refuse
-        take(state, topic, records, self.clock())
+            self._refuse(state, batch)
 
-    def _take_predictions(
-        self, state: PartitionState, topic: str, records: Iterable[Any], now: float
-    ) -> None:
-        next_offsets = state.next_offsets
+    def _take_predictions(self, state: PartitionState, batch: _Batch, now: float) -> None:
+        """Decode, join and observe a batch of predictions. Requests the batch completes
+        are observed at its end (their statistics are not the predictions' own, so the
+        order between the two does not matter), even if a record raises on the way."""
+        topic = batch.topic
         replay_until = state.replay_until.get(topic, 0)
-        next_offset = next_offsets.get(topic, 0)
-        joiner = state.joiner
-        take = joiner.take_prediction
+        next_offset = state.next_offsets.get(topic, 0)
+        take = state.joiner.take_prediction
         evidence = state.evidence
         joined: list[JoinedRequest] = []
+        changed = False
         predictions = replayed = duplicates = 0
         try:
-            for record in records:
-                offset = record.offset
+            for offset, value in zip(batch.offsets, batch.values, strict=True):
                 replay = offset < replay_until
                 if offset < next_offset:
                     if not replay:
                         continue  # already counted (a re-delivery after a seek)
                 else:
                     next_offset = offset + 1
-                state.changed = True
+                changed = True
                 try:
-                    event = decode_prediction(record.value)
+                    event = read_prediction(value)  # type: ignore[arg-type]
                 except EventError as exc:
                     if not replay:
-                        self._dead_letter(topic, record, exc)
+                        self._dead_letter(batch, offset, value, exc)
                     continue
                 fresh = take(event, now, (topic, offset), replay, joined)
                 if replay:
@@ -182,89 +246,94 @@ class Evaluator:
                         if acc is None:
                             acc = state.evidence_of(rollout_id, event.model)
                         acc.observe_prediction(event)
-                if joined:
-                    self._observe(state, joined)
-                    joined.clear()
         finally:
-            next_offsets[topic] = next_offset
+            if joined:
+                self._observe(state, joined)
+            state.next_offsets[topic] = next_offset
+            if changed:
+                state.changed = True
             counts = self.counts
             counts["predictions"] += predictions
             counts["replayed"] += replayed
             counts["duplicates"] += duplicates
 
-    def _take_outcomes(
-        self, state: PartitionState, topic: str, records: Iterable[Any], now: float
-    ) -> None:
-        next_offsets = state.next_offsets
+    def _take_outcomes(self, state: PartitionState, batch: _Batch, now: float) -> None:
+        """Decode and join a batch of outcomes; observe the requests completed (at the
+        end of the batch, as :meth:`_take_predictions` does)."""
+        topic = batch.topic
         replay_until = state.replay_until.get(topic, 0)
-        next_offset = next_offsets.get(topic, 0)
+        next_offset = state.next_offsets.get(topic, 0)
         take = state.joiner.take_outcome
         joined: list[JoinedRequest] = []
+        changed = False
         outcomes = replayed = 0
         try:
-            for record in records:
-                offset = record.offset
+            for offset, value in zip(batch.offsets, batch.values, strict=True):
                 replay = offset < replay_until
                 if offset < next_offset:
                     if not replay:
                         continue  # already counted (a re-delivery after a seek)
                 else:
                     next_offset = offset + 1
-                state.changed = True
+                changed = True
                 try:
-                    event = decode_outcome(record.value)
+                    event = read_outcome(value)  # type: ignore[arg-type]
                 except EventError as exc:
                     if not replay:
-                        self._dead_letter(topic, record, exc)
+                        self._dead_letter(batch, offset, value, exc)
                     continue
                 if replay:
                     replayed += 1
                 else:
                     outcomes += 1
                 take(event, now, (topic, offset), replay, joined)
-                if joined:
-                    self._observe(state, joined)
-                    joined.clear()
         finally:
-            next_offsets[topic] = next_offset
+            if joined:
+                self._observe(state, joined)
+            state.next_offsets[topic] = next_offset
+            if changed:
+                state.changed = True
             self.counts["outcomes"] += outcomes
             self.counts["replayed"] += replayed
 
-    def _refuse(
-        self, state: PartitionState, topic: str, records: Iterable[Any], now: float
-    ) -> None:
+    def _refuse(self, state: PartitionState, batch: _Batch) -> None:
+        topic = batch.topic
         error = EventError(f"the evaluator does not read topic {topic}")
-        for record in records:
-            replay = record.offset < state.replay_until.get(topic, 0)
-            if record.offset < state.next_offsets.get(topic, 0) and not replay:
+        for offset, value in zip(batch.offsets, batch.values, strict=True):
+            replay = offset < state.replay_until.get(topic, 0)
+            if offset < state.next_offsets.get(topic, 0) and not replay:
                 continue
-            state.next_offsets[topic] = max(state.next_offsets.get(topic, 0), record.offset + 1)
+            state.next_offsets[topic] = max(state.next_offsets.get(topic, 0), offset + 1)
             state.changed = True
             if not replay:
-                self._dead_letter(topic, record, error)
+                self._dead_letter(batch, offset, value, error)
 
-    def _dead_letter(self, topic: str, record: Any, exc: EventError) -> None:
+    def _dead_letter(
+        self, batch: _Batch, offset: int, value: bytes | None, exc: EventError
+    ) -> None:
         self.counts["dead_letters"] += 1
-        letter = DeadLetterEvent.wrap(topic, record.value or b"", str(exc), record.key)
+        letter = DeadLetterEvent.wrap(batch.topic, value or b"", str(exc), batch.key_at(offset))
         self.publisher.publish(self.topics.deadletter, letter)
 
     @staticmethod
     def _observe(state: PartitionState, joined: list[JoinedRequest]) -> None:
         evidence = state.evidence
+        observed = False
         for request in joined:
-            predictions = request.predictions
             rollout_id = None
-            for p in predictions.values():
+            for p in request.predictions.values():
                 if p.rollout_id:
                     rollout_id = p.rollout_id
                     break
             if rollout_id is not None:
                 acc = evidence.get(rollout_id)
                 if acc is None:
-                    first = next(iter(predictions.values()))
+                    first = next(iter(request.predictions.values()))
                     acc = state.evidence_of(rollout_id, first.model)
                 acc.observe_request(request)
-                state.changed = True
+                observed = True
+        if observed:
+            state.changed = True
 
     def expire(self) -> None:
         now = self.clock()

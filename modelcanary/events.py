@@ -10,9 +10,10 @@ dead-letter record can carry; they never raise anything else on bad bytes.
 
 Predictions and outcomes are what the evaluator reads by the million, so their decoders
 have a fast path: msgspec parses and type-checks the bytes against a wire schema in C
-(:class:`_PredictionWire`, :class:`_OutcomeWire`) and the event is assembled from the
-checked fields without going through the frozen dataclass's ``__init__``. The fast path
-only ever *accepts*: anything it does not take (bad JSON, a wrong type, a
+(:class:`PredictionWire`, :class:`OutcomeWire`) and the event is assembled from the
+checked fields without going through the frozen dataclass's ``__init__``; the evaluator
+reads the checked wire struct itself (``read_*``: the same attributes, no event built).
+The fast path only ever *accepts*: anything it does not take (bad JSON, a wrong type, a
 ``schema_version`` other than 1, NaN or infinity, a field it does not know, a
 duplicated key with a bad value, UTF-16 input...) goes to the checked path
 (``_decode_*_checked``), which decides and gives the reason. The two agree on every
@@ -25,11 +26,12 @@ import base64
 import hashlib
 import json
 import math
+import sys
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -343,96 +345,112 @@ def _assemble(cls: type[Any], values: dict[str, Any]) -> Any:
     return event
 
 
-class _PredictionWire(msgspec.Struct, forbid_unknown_fields=True):
+#: A finite float, checked by msgspec in C. (msgspec refuses a JSON number beyond a
+#: double's range anyway, and JSON has no NaN; the bounds make the guarantee explicit.)
+_Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+
+
+class PredictionWire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A prediction as the wire must carry it: required fields have no default.
 
-    Unknown fields are refused here (so go to the checked path, which ignores them):
-    msgspec would skip their values without the checks ``json.loads`` makes (UTF-8,
-    integers of more than 4300 digits), and the two paths must agree.
+    What :func:`read_prediction` returns when the fast path takes the bytes: the same
+    attributes as :class:`PredictionEvent`, checked and normalised the same way;
+    read-only by convention. Unknown fields are refused here (so go to the checked
+    path, which ignores them): msgspec would skip their values without the checks
+    ``json.loads`` makes (UTF-8, integers of more than 4300 digits), and the two paths
+    must agree. Not tracked by the garbage collector (``gc=False``): decoded JSON holds
+    no reference cycles.
     """
 
     event_id: str
     ts: str
     model: str
-    schema_version: int
+    schema_version: Literal[1]  # SCHEMA_VERSION
     request_id: str
     version: str | int
     arm: Arm
     mode: Mode
     served: bool
-    latency_ms: float
+    latency_ms: _Finite
     prediction: Any = None
-    score: float | None = None
+    score: _Finite | None = None
     error: str | None = None
     unit_id: str | None = None
     rollout_id: str | None = None
     step: int | None = None
-    traffic_fraction: float | None = None
+    traffic_fraction: _Finite | None = None
     features: dict[str, Any] | None = None
 
+    def without_features(self) -> PredictionWire:
+        """A copy with ``features=None``, like :meth:`PredictionEvent.without_features`."""
+        return self if self.features is None else _replace(self, features=None)
 
-class _OutcomeWire(msgspec.Struct, forbid_unknown_fields=True):
-    """An outcome as the wire must carry it (unknown fields: see :class:`_PredictionWire`)."""
+
+class OutcomeWire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An outcome as the wire must carry it: what :func:`read_outcome` returns when the
+    fast path takes the bytes (see :class:`PredictionWire`). An explicit ``"kpis":
+    null`` goes to the checked path, which reads it as no KPIs."""
 
     event_id: str
     ts: str
     model: str
-    schema_version: int
+    schema_version: Literal[1]  # SCHEMA_VERSION
     request_id: str
     label: Any = None
-    kpis: dict[str, float] | None = None
+    kpis: dict[str, _Finite] = {}
 
 
-_PREDICTION_WIRE = msgspec.json.Decoder(_PredictionWire)
-_OUTCOME_WIRE = msgspec.json.Decoder(_OutcomeWire)
+#: A prediction as :func:`read_prediction` gives it: either has every field of the event.
+PredictionFields = PredictionEvent | PredictionWire
+#: An outcome as :func:`read_outcome` gives it.
+OutcomeFields = OutcomeEvent | OutcomeWire
+
+_PREDICTION_WIRE = msgspec.json.Decoder(PredictionWire)
+_OUTCOME_WIRE = msgspec.json.Decoder(OutcomeWire)
 _asdict = msgspec.structs.asdict
-_isfinite = math.isfinite
+_replace = msgspec.structs.replace
 
 
-def decode_prediction(raw: bytes) -> PredictionEvent:
+def read_prediction(raw: bytes) -> PredictionFields:
+    """:func:`decode_prediction` for readers that only read the fields (the evaluator):
+    the checked, normalised :class:`PredictionWire` when the fast path takes the bytes,
+    without building the event from it; the checked path's event otherwise."""
     if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:
         try:
             wire = _PREDICTION_WIRE.decode(raw)
         except Exception:  # anything the fast path does not take: the checked path decides
             return _decode_prediction_checked(raw)
-        v = _asdict(wire)
-        score, fraction = v["score"], v["traffic_fraction"]
-        if (
-            v["schema_version"] == SCHEMA_VERSION
-            and _isfinite(v["latency_ms"])
-            and (score is None or _isfinite(score))
-            and (fraction is None or _isfinite(fraction))
-        ):
-            if type(v["version"]) is int:
-                v["version"] = str(v["version"])
-            v["latency_ms"] = v["latency_ms"] or 0.0  # -0.0 -> 0.0, as the checked path
-            return _assemble(PredictionEvent, v)  # type: ignore[no-any-return]
+        if type(wire.version) is int:
+            wire.version = str(wire.version)
+        if not wire.latency_ms:
+            wire.latency_ms = 0.0  # -0.0 -> 0.0, as the checked path
+        return wire
     return _decode_prediction_checked(raw)
 
 
-def decode_outcome(raw: bytes) -> OutcomeEvent:
+def read_outcome(raw: bytes) -> OutcomeFields:
+    """:func:`decode_outcome` for readers that only read the fields (see
+    :func:`read_prediction`)."""
     if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:
         try:
-            wire = _OUTCOME_WIRE.decode(raw)
+            return _OUTCOME_WIRE.decode(raw)  # type: ignore[no-any-return]
         except Exception:  # anything the fast path does not take: the checked path decides
-            return _decode_outcome_checked(raw)
-        kpis = wire.kpis
-        if wire.schema_version == SCHEMA_VERSION and (
-            not kpis or all(_isfinite(x) for x in kpis.values())
-        ):
-            return _assemble(  # type: ignore[no-any-return]
-                OutcomeEvent,
-                {
-                    "model": wire.model,
-                    "request_id": wire.request_id,
-                    "label": wire.label,
-                    "kpis": kpis if kpis is not None else {},
-                    "event_id": wire.event_id,
-                    "ts": wire.ts,
-                    "schema_version": SCHEMA_VERSION,
-                },
-            )
+            pass
     return _decode_outcome_checked(raw)
+
+
+def decode_prediction(raw: bytes) -> PredictionEvent:
+    fields = read_prediction(raw)
+    if type(fields) is PredictionEvent:
+        return fields
+    return _assemble(PredictionEvent, _asdict(fields))  # type: ignore[no-any-return]
+
+
+def decode_outcome(raw: bytes) -> OutcomeEvent:
+    fields = read_outcome(raw)
+    if type(fields) is OutcomeEvent:
+        return fields
+    return _assemble(OutcomeEvent, _asdict(fields))  # type: ignore[no-any-return]
 
 
 # -- the checked path: every event kind, every reason ----------------------------------

@@ -26,19 +26,33 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
+import msgspec
+
+from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent, PredictionWire
 
 Origin = tuple[str, int]
 _ARMS = len(Arm)
+_SHADOW = Mode.SHADOW  # a global: Mode.SHADOW is a slower lookup through the enum class
+_replace = msgspec.structs.replace
 
 
-@dataclass(frozen=True)
 class JoinedRequest:
-    """Everything known about one request: the predictions of each arm and its outcome."""
+    """Everything known about one request: the predictions of each arm and its outcome.
 
-    request_id: str
-    predictions: dict[Arm, PredictionEvent]
-    outcome: OutcomeEvent | None
+    Read-only by convention (a plain slotted class rather than a frozen dataclass: the
+    joiner hands its open joins out as they are, see :class:`_Pending`)."""
+
+    __slots__ = ("outcome", "predictions", "request_id")
+
+    def __init__(
+        self,
+        request_id: str,
+        predictions: dict[Arm, PredictionEvent],
+        outcome: OutcomeEvent | None,
+    ) -> None:
+        self.request_id = request_id
+        self.predictions = predictions
+        self.outcome = outcome
 
     @property
     def mode(self) -> Mode:
@@ -51,41 +65,38 @@ class JoinedRequest:
     def prediction_of(self, arm: Arm) -> PredictionEvent | None:
         return self.predictions.get(arm)
 
-
-def _joined(
-    request_id: str, predictions: dict[Arm, PredictionEvent], outcome: OutcomeEvent | None
-) -> JoinedRequest:
-    """``JoinedRequest(...)`` without the frozen dataclass's ``__init__`` (the hot path)."""
-    joined = object.__new__(JoinedRequest)
-    object.__setattr__(
-        joined, "__dict__",
-        {"request_id": request_id, "predictions": predictions, "outcome": outcome},
-    )  # fmt: skip
-    return joined
+    def __repr__(self) -> str:
+        arms = ", ".join(arm.value for arm in self.predictions)
+        return f"JoinedRequest({self.request_id!r}, arms=[{arms}], outcome={self.outcome!r})"
 
 
-class _Pending:
-    """An open join. Predictions are kept without their features."""
+class _Pending(JoinedRequest):
+    """An open join; once finished it is handed out as the :class:`JoinedRequest` itself
+    (no copy: it is out of the joiner by then). Predictions are kept without features."""
 
-    __slots__ = ("first_seen", "origins", "outcome", "predictions", "replayed_only")
+    __slots__ = ("first_seen", "origins", "replayed_only")
 
-    def __init__(self, first_seen: float) -> None:
+    def __init__(self, request_id: str, first_seen: float) -> None:
+        self.request_id = request_id
+        self.predictions = {}
+        self.outcome = None
         self.first_seen = first_seen
-        self.predictions: dict[Arm, PredictionEvent] = {}
-        self.outcome: OutcomeEvent | None = None
         self.origins: list[Origin] = []
         self.replayed_only = True
 
-    def complete(self) -> bool:
-        predictions = self.predictions
-        if self.outcome is None or not predictions:
-            return False
-        served = False
-        for p in predictions.values():
-            if p.mode is Mode.SHADOW:
-                return len(predictions) == _ARMS
-            served = served or p.served
-        return served
+
+def _complete(pending: _Pending) -> bool:
+    """Whether the outcome and every prediction it needs are here: the served one in
+    canary mode, both arms in shadow mode."""
+    predictions = pending.predictions
+    if pending.outcome is None or not predictions:
+        return False
+    served = False
+    for p in predictions.values():
+        if p.mode is _SHADOW:
+            return len(predictions) == _ARMS
+        served = served or p.served
+    return served
 
 
 @dataclass
@@ -157,24 +168,39 @@ class Joiner:
     ) -> bool:
         """:meth:`add_prediction` appending to ``out``; False when ``event`` is a duplicate
         (what :meth:`is_duplicate` said before the call)."""
+        # The evaluator's hot path, written out (as is take_outcome): a record's origin is
+        # kept, a complete join is finished, then joins past their TTL are released
+        # (what _evict does, without a call when nothing is due).
         request_id = event.request_id
-        pending = self._open.get(request_id)
+        open_ = self._open
+        pending = open_.get(request_id)
         if pending is None:
             if hash(request_id) in self._done:
                 self.counters.duplicates += not replay
                 self._evict(now, out)
                 return False
-            pending = self._open[request_id] = _Pending(now)
+            pending = open_[request_id] = _Pending(request_id, now)
         elif event.arm in pending.predictions:
             self.counters.duplicates += not replay
             self._evict(now, out)
             return False
         # Features were already observed with the prediction; a join does not need them.
-        pending.predictions[event.arm] = (
-            event if event.features is None else event.without_features()
-        )
-        self._settle(request_id, pending, origin, replay, out)
-        self._evict(now, out)
+        if event.features is not None:
+            if type(event) is PredictionWire:  # without_features(), without the call
+                event = _replace(event, features=None)
+            else:
+                event = event.without_features()
+        pending.predictions[event.arm] = event
+        if origin is not None:
+            pending.origins.append(origin)
+        if not replay:
+            pending.replayed_only = False
+        if pending.outcome is not None and _complete(pending):
+            self._finish(request_id, pending, out)
+        if open_ and now - open_[next(iter(open_))].first_seen >= self.ttl_s:
+            self._expire(now, out)
+        if len(open_) > self.max_open:
+            self._evict(now, out)
         return True
 
     def take_outcome(
@@ -187,20 +213,47 @@ class Joiner:
     ) -> bool:
         """:meth:`add_outcome` appending to ``out``; False when ``event`` is a duplicate."""
         request_id = event.request_id
-        pending = self._open.get(request_id)
+        open_ = self._open
+        pending = open_.get(request_id)
         if pending is None:
             if hash(request_id) in self._done:
                 self.counters.duplicates += not replay
                 self._evict(now, out)
                 return False
-            pending = self._open[request_id] = _Pending(now)
+            pending = open_[request_id] = _Pending(request_id, now)
         elif pending.outcome is not None:
             self.counters.duplicates += not replay
             self._evict(now, out)
             return False
         pending.outcome = event
-        self._settle(request_id, pending, origin, replay, out)
-        self._evict(now, out)
+        if origin is not None:
+            pending.origins.append(origin)
+        if not replay:
+            pending.replayed_only = False
+        predictions = pending.predictions
+        complete = False  # what _complete says (the outcome is here), inline
+        for p in predictions.values():
+            if p.mode is _SHADOW:
+                complete = len(predictions) == _ARMS
+                break
+            complete = complete or p.served
+        if complete:  # _finish and _mark_done, inline
+            del open_[request_id]
+            key = hash(request_id)
+            done = self._done
+            if key not in done:
+                done.add(key)
+                order = self._done_order
+                order.append(key)
+                while len(order) > self.remember_done:
+                    done.discard(order.popleft())
+            if not pending.replayed_only:
+                self.counters.joined += 1
+                out.append(pending)
+        if open_ and now - open_[next(iter(open_))].first_seen >= self.ttl_s:
+            self._expire(now, out)
+        if len(open_) > self.max_open:
+            self._evict(now, out)
         return True
 
     def is_duplicate(self, event: PredictionEvent) -> bool:
@@ -225,26 +278,15 @@ class Joiner:
                     lows[topic] = offset
         return lows
 
-    def _settle(
-        self,
-        request_id: str,
-        pending: _Pending,
-        origin: Origin | None,
-        replay: bool,
-        out: list[JoinedRequest],
-    ) -> None:
-        if origin is not None:
-            pending.origins.append(origin)
-        if not replay:
-            pending.replayed_only = False
-        if not pending.complete():
-            return
+    def _finish(self, request_id: str, pending: _Pending, out: list[JoinedRequest]) -> None:
+        """Hand a complete join out (unless all its records were replayed), remembering
+        its request as done."""
         del self._open[request_id]
         self._mark_done(request_id)
         if pending.replayed_only:  # every record replayed: counted before the snapshot
             return
         self.counters.joined += 1
-        out.append(_joined(request_id, pending.predictions, pending.outcome))
+        out.append(pending)
 
     def _expire(self, now: float, out: list[JoinedRequest]) -> None:
         open_ = self._open
@@ -275,9 +317,11 @@ class Joiner:
             self.counters.expired_without_outcome += 1
         else:
             self.counters.joined += 1
-        out.append(_joined(request_id, pending.predictions, pending.outcome))
+        out.append(pending)
 
     def _mark_done(self, request_id: str) -> None:
+        """Remember ``request_id`` as done (its hash), forgetting the oldest beyond
+        ``remember_done``."""
         key = hash(request_id)
         if key in self._done:  # only on a hash collision: keep one entry
             return

@@ -40,6 +40,9 @@ from modelcanary.stats.srm import RatioCounts
 
 BINARY_METRICS = frozenset({"accuracy"})
 ArmStats = Moments | Bernoulli
+# Outputs left out of the drift sample. A tuple: ``dict | list`` in the isinstance call
+# would build a union type for every prediction event.
+_NOT_SAMPLED = (dict, list)
 
 
 def _output_row(output: Any) -> dict[str, Any]:
@@ -52,6 +55,45 @@ def _merge_into(mine: dict[Any, Any], theirs: dict[Any, Any]) -> None:
             mine[key].merge(acc)
         else:
             mine[key] = acc.copy()
+
+
+class _Lane:
+    """The accumulators a prediction event of one (mode, arm, step, traffic fraction)
+    updates, found with one lookup: a memo of :class:`RolloutEvidence`, never pickled.
+    The accumulators live in the evidence's tables (a lane only refers to them); the
+    samples are looked up when first needed, as the evidence creates them only then.
+
+    Counting for the SRM test (``ratio``: None without a step and traffic fraction)
+    follows how the router emits events. Canary: each request is routed to one arm; a
+    challenger that fails falls back to the champion, which then emits its own event.
+    So a request is a champion event, or a successful challenger event, or a failed
+    challenger event plus its champion fallback (counted once, at the fallback).
+    Shadow: the champion answers every request and only its successful answers are
+    mirrored, so a request is a successful champion event; a challenger event marks
+    it as mirrored. A unit id counts the unit once instead (see :class:`RatioCounts`).
+    """
+
+    __slots__ = (
+        "calls", "canary", "challenger", "inputs", "moments", "outputs", "ratio", "sketch",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        mode: Mode,
+        arm: Arm,
+        calls: Bernoulli,
+        moments: Moments,
+        sketch: LogHistogram,
+        ratio: RatioCounts | None,
+    ) -> None:
+        self.canary = mode is Mode.CANARY
+        self.challenger = arm is Arm.CHALLENGER
+        self.calls = calls
+        self.moments = moments
+        self.sketch = sketch
+        self.ratio = ratio
+        self.inputs: Reservoir | None = None
+        self.outputs: Reservoir | None = None
 
 
 class RolloutEvidence:
@@ -78,70 +120,80 @@ class RolloutEvidence:
         self.requests_without_outcome = 0
         self._slo = SloWindows()
         self.drift_cache: dict[Any, Any] = {}  # memo of the judge, not evidence: never merged
+        self._lanes: dict[tuple[Any, ...], _Lane] = {}  # memo of observe_prediction
+        self._arm_lanes: dict[tuple[Arm, int], dict[str, ArmStats]] = {}  # of observe_request
 
     # ------------------------------------------------------------------ observing events
 
     def observe_prediction(self, p: PredictionEvent) -> RolloutEvidence:
-        # Runs for every prediction event: accumulators are looked up, never built in
-        # vain (setdefault would build one per call), and the sample hash is computed once.
-        mode, arm, error = p.mode, p.arm, p.error
-        key = (mode, arm, p.step if p.step is not None else NO_STEP)
-        calls = self._calls.get(key)
-        if calls is None:
-            calls = self._calls[key] = Bernoulli()
-        calls.update(error is not None)
-        latency = max(float(p.latency_ms), 0.0)
-        moments = self._latency_moments.get(key)
-        if moments is None:
-            moments = self._latency_moments[key] = Moments()
-        moments.update(latency)
-        self._sketch(mode, arm).update(latency)
+        # Runs for every prediction event: the accumulators it updates are found with one
+        # lookup (a _Lane), the sample hash is computed once, and the sampled row is
+        # built only if a sample keeps it. Counting for the SRM test follows the router's
+        # events (see _Lane).
+        lane = self._lanes.get((p.mode, p.arm, p.step, p.traffic_fraction))
+        if lane is None:
+            lane = self._lane(p.mode, p.arm, p.step, p.traffic_fraction)
+        error = p.error
+        failed = error is not None
+        lane.calls.update(failed)
+        latency = p.latency_ms
+        if type(latency) is not float or latency < 0.0:  # decoded events hold floats >= 0
+            latency = max(float(latency), 0.0)
+        lane.moments.update(latency)
+        lane.sketch.update(latency)
         self._slo.observe(p)
-        if p.traffic_fraction is not None and p.step is not None:
-            self._count_assignment(p)
+        ratio = lane.ratio
+        if ratio is not None:
+            if lane.challenger:
+                if p.unit_id is not None:
+                    ratio.observe_unit(p.unit_id, True)
+                elif lane.canary:
+                    ratio.add(1, 0 if failed else 1)
+                else:
+                    ratio.add(1, 0)
+            elif not failed or lane.canary:  # a failed champion in shadow: no mirror
+                if p.unit_id is not None:
+                    ratio.observe_unit(p.unit_id, False)
+                else:
+                    ratio.add(0, 1)
         output = None
-        if error is None:
+        if not failed:
             output = p.score if p.score is not None else p.prediction
-            if isinstance(output, dict | list):
+            if isinstance(output, _NOT_SAMPLED):
                 output = None
         features = p.features
         if features or output is not None:
             request_id = p.request_id
             sample = sample_key(request_id)
             if features:
-                self._reservoir(self._inputs, mode, arm).offer(request_id, sample, dict, features)
+                inputs = lane.inputs
+                if inputs is None:
+                    inputs = lane.inputs = self._reservoir(self._inputs, p.mode, p.arm)
+                inputs.offer(request_id, sample, dict, features)
             if output is not None:
-                self._reservoir(self._outputs, mode, arm).offer(
-                    request_id, sample, _output_row, output
-                )
+                outputs = lane.outputs
+                if outputs is None:
+                    outputs = lane.outputs = self._reservoir(self._outputs, p.mode, p.arm)
+                outputs.offer(request_id, sample, _output_row, output)
         return self
 
-    def _count_assignment(self, p: PredictionEvent) -> None:
-        """Count the request for the SRM test, following how the router emits events.
-
-        Canary: each request is routed to one arm; a challenger that fails falls back to
-        the champion, which then emits its own event. So a request is a champion event,
-        or a successful challenger event, or a failed challenger event plus its
-        champion fallback (counted once, at the fallback). Shadow: the champion answers
-        every request and only its successful answers are mirrored, so a request is a
-        successful champion event; a challenger event marks it as mirrored.
-        """
-        key = (p.step, p.mode, float(p.traffic_fraction))  # type: ignore[arg-type]
-        counts = self._ratio.get(key)
-        if counts is None:
-            counts = self._ratio[key] = RatioCounts(self.max_units_per_step)
-        challenger = p.arm is Arm.CHALLENGER
-        failed = p.error is not None
-        if p.mode is Mode.CANARY:
-            total = 0 if (challenger and failed) else 1
-        else:
-            total = 1 if (not challenger and not failed) else 0
-            if not challenger and failed:
-                return  # no mirror, not a request of the test
-        if p.unit_id is None:
-            counts.add(int(challenger), total)
-        else:
-            counts.observe_unit(p.unit_id, challenger)
+    def _lane(self, mode: Mode, arm: Arm, step: int | None, fraction: float | None) -> _Lane:
+        key = (mode, arm, step if step is not None else NO_STEP)
+        calls = self._calls.get(key)
+        if calls is None:
+            calls = self._calls[key] = Bernoulli()
+        moments = self._latency_moments.get(key)
+        if moments is None:
+            moments = self._latency_moments[key] = Moments()
+        ratio = None
+        if fraction is not None and step is not None:
+            ratio_key = (step, mode, float(fraction))
+            ratio = self._ratio.get(ratio_key)
+            if ratio is None:
+                ratio = self._ratio[ratio_key] = RatioCounts(self.max_units_per_step)
+        lane = _Lane(mode, arm, calls, moments, self._sketch(mode, arm), ratio)
+        self._lanes[(mode, arm, step, fraction)] = lane
+        return lane
 
     def observe_request(self, j: JoinedRequest) -> RolloutEvidence:
         if j.outcome is None:
@@ -153,8 +205,16 @@ class RolloutEvidence:
             return self
         step, arm, values = parts
         if arm is not None:  # canary: the routed arm's values
+            # The accumulators of (arm, step) by metric: a memo of _two_sample, one
+            # lookup per request instead of one per metric.
+            stats = self._arm_lanes.get((arm, step))
+            if stats is None:
+                stats = self._arm_lanes[(arm, step)] = {}
             for metric, x in values.items():
-                self._arm_stats(metric, arm, step).update(x)
+                acc = stats.get(metric)
+                if acc is None:
+                    acc = stats[metric] = self._arm_stats(metric, arm, step)
+                acc.update(x)
         else:  # shadow: (challenger, champion) pairs
             paired = self._paired
             for metric, (x, y) in values.items():
@@ -232,16 +292,20 @@ class RolloutEvidence:
         self.requests_without_outcome += other.requests_without_outcome
         self._slo.merge(other._slo)
         self.drift_cache.clear()
+        self._lanes.clear()
+        self._arm_lanes.clear()
         return self
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["drift_cache"] = {}
+        del state["_lanes"], state["_arm_lanes"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_slo", SloWindows())  # a snapshot written before the SLO gate
         self.__dict__.update(state)
+        self._lanes, self._arm_lanes = {}, {}
 
     # ------------------------------------------------------------------ reading (judge)
 

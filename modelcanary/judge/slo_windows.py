@@ -40,7 +40,9 @@ class SloWindows:
 
     def observe(self, p: PredictionEvent) -> SloWindows:
         ts = p.ts
-        if self._head and ts.startswith(self._head) and ts.endswith("Z"):
+        # ts starts with the memo (19 characters, or none yet: "") and ends with "Z";
+        # slices rather than method calls: this runs for every prediction event.
+        if ts[:19] == self._head and ts[-1:] == "Z":
             second = self._second
         else:
             parsed = self._parse(ts)

@@ -41,10 +41,14 @@ class Moments:
         return out
 
     def update(self, x: float) -> Moments:
-        self._n += 1
-        delta = x - self._mean
-        self._mean += delta / self._n
-        self._m2 += delta * (x - self._mean)
+        # Welford's step with the state in locals (the evaluator calls this several times
+        # per event): the same operations in the same order as the textbook form.
+        n = self._n + 1
+        mean = self._mean
+        delta = x - mean
+        mean += delta / n
+        self._m2 += delta * (x - mean)
+        self._n, self._mean = n, mean
         return self
 
     def update_many(self, values: ArrayLike) -> Moments:

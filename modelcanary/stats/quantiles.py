@@ -22,6 +22,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+_log, _ceil, _INF = math.log, math.ceil, math.inf  # globals: a little faster
+
 
 class LogHistogram:
     """Counts of non-negative values in logarithmic buckets of relative width ``2a``."""
@@ -45,13 +47,14 @@ class LogHistogram:
 
     def update(self, x: float) -> LogHistogram:
         """One value, without numpy: this is the evaluator's per-event hot path."""
-        if not (math.isfinite(x) and x >= 0):
+        if not 0.0 <= x < _INF:  # NaN fails the comparison too
             raise ValueError("LogHistogram takes finite values >= 0")
         if x < self.min_value:
             self._zero += 1
         else:
-            i = math.ceil(math.log(x) / self._log_gamma)
-            self._bins[i] = self._bins.get(i, 0) + 1
+            i = _ceil(_log(x) / self._log_gamma)
+            bins = self._bins
+            bins[i] = bins.get(i, 0) + 1
             if x > self._max:
                 self._max = x
         self._n += 1

@@ -195,3 +195,48 @@ def test_a_signed_snapshot_that_cannot_be_unpickled_is_an_event_error() -> None:
     raw = MAGIC + hmac.new(KEY, body, hashlib.sha256).digest() + body
     with pytest.raises(EventError, match="signed but cannot be read"):
         decode_snapshot(raw, KEY)
+
+
+class Message:
+    """Stands in for a confluent-kafka ``Message``: offset, key and value are methods."""
+
+    def __init__(self, record: Record) -> None:
+        self._record = record
+
+    def offset(self) -> int:
+        return self._record.offset
+
+    def key(self) -> bytes | None:
+        return self._record.key
+
+    def value(self) -> bytes | None:
+        return self._record.value
+
+
+def test_messages_and_records_give_the_same_evidence() -> None:
+    records = traffic(1_500, partitions=2)
+    poison = Record(TOPICS.predictions, 0, 10_000, b"bad-key", b"{not json")
+    records.append(poison)
+    tombstone = Record(TOPICS.outcomes, 1, 10_000, b"gone", None)
+    records.append(tombstone)
+    records.extend(records[:40])  # re-delivered after a seek: ignored by both
+    by_records, by_messages = ListPublisher(), ListPublisher()
+    a = Evaluator(TOPICS, by_records, clock=lambda: 0.0)
+    b = Evaluator(TOPICS, by_messages, clock=lambda: 0.0)
+    for start in range(0, len(records), 97):
+        chunk = records[start : start + 97]
+        for tp in sorted({(r.topic, r.partition) for r in chunk}):
+            batch = [r for r in chunk if (r.topic, r.partition) == tp]
+            a.handle_batch(*tp, batch)
+            b.handle_messages(*tp, [Message(r) for r in batch])
+    assert a.counts == b.counts and a.counts["dead_letters"] == 2
+    assert [(t, e.original_key, e.reason) for t, e in by_records.events] == [
+        (t, e.original_key, e.reason) for t, e in by_messages.events
+    ]
+    assert {e.original_key for _, e in by_messages.events} == {"bad-key", "gone"}
+    assert set(a.partitions) == set(b.partitions) == {0, 1}
+    for number in a.partitions:
+        assert pickle.dumps(a.snapshot(number).evidence) == pickle.dumps(
+            b.snapshot(number).evidence
+        )
+    assert judged([a]) == judged([b])

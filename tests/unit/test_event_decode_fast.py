@@ -28,6 +28,8 @@ from modelcanary.events import (
     decode_outcome,
     decode_prediction,
     encode,
+    read_outcome,
+    read_prediction,
     to_dict,
 )
 
@@ -35,6 +37,7 @@ PAIRS = {
     "prediction": (decode_prediction, _decode_prediction_checked),
     "outcome": (decode_outcome, _decode_outcome_checked),
 }
+READERS = {"prediction": read_prediction, "outcome": read_outcome}
 VALID: dict[str, dict[str, Any]] = {
     "prediction": to_dict(PredictionEvent(
         model="m", request_id="r1", version="2", arm=Arm.CHALLENGER, mode=Mode.SHADOW,
@@ -65,15 +68,26 @@ def _typed(event: Any) -> str:
     return repr(event) + repr([type(getattr(event, f.name)) for f in dataclasses.fields(event)])
 
 
+def _typed_fields(fields: Any, event: Any) -> str:
+    """:func:`_typed` of ``fields`` read as an event of ``event``'s class."""
+    names = [f.name for f in dataclasses.fields(event)]
+    copy = type(event)(**{name: getattr(fields, name) for name in names})
+    return repr(copy) + repr([type(getattr(fields, name)) for name in names])
+
+
 def assert_agree(kind: str, raw: bytes) -> Any:
     fast, checked = PAIRS[kind]
     try:
         expected = checked(raw)
     except EventError as exc:
-        with pytest.raises(EventError) as got:
-            fast(raw)
-        assert str(got.value) == str(exc)
+        for decoder in (fast, READERS[kind]):
+            with pytest.raises(EventError) as got:
+                decoder(raw)
+            assert str(got.value) == str(exc)
         return None
+    # What the evaluator reads (a wire struct or the event) has the event's fields.
+    fields = READERS[kind](raw)
+    assert _typed_fields(fields, expected) == _typed(expected)
     decoded = fast(raw)
     assert type(decoded) is type(expected)
     assert _typed(decoded) == _typed(expected)

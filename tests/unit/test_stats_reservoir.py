@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelcanary.stats.reservoir import Reservoir
+from modelcanary.stats.reservoir import Reservoir, sample_key
 
 ids = st.lists(st.text(min_size=1, max_size=8), max_size=60, unique=True)
 
@@ -30,3 +32,20 @@ def test_sample_is_roughly_uniform_over_arrival_order() -> None:
     late = sum(1 for v in res.items() if v >= 10_000)
     assert len(res) == 1000
     assert 430 <= late <= 570  # Binomial(1000, 0.5) +- 4.4 sd
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids, st.integers(0, 60), st.integers(1, 20))
+def test_a_pickled_sample_goes_on_as_if_never_pickled(keys: list[str], cut: int, size: int) -> None:
+    """The pickled state is the sample itself (what snapshots of earlier versions hold);
+    what is derived from it is rebuilt, and offers go on as in one pass."""
+    whole, part = Reservoir(size), Reservoir(size)
+    for k in keys[:cut]:
+        whole.offer(k, sample_key(k), dict, {"id": k})
+        part.offer(k, sample_key(k), dict, {"id": k})
+    assert set(part.__getstate__()) == {"size", "seen", "_heap", "_items"}
+    part = pickle.loads(pickle.dumps(part))
+    for k in keys[cut:]:
+        whole.offer(k, sample_key(k), dict, {"id": k})
+        part.offer(k, sample_key(k), dict, {"id": k})
+    assert part.items() == whole.items() and part.seen == whole.seen

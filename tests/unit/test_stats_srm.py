@@ -3,6 +3,7 @@ mergeable unit counting."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from modelcanary.stats.srm import RatioCounts, log_evalue, srm_test
+from modelcanary.stats.srm import RatioCounts, log_evalue, srm_test, unit_hash
 
 
 def test_log_evalue_matches_the_beta_binomial_integral() -> None:
@@ -79,3 +80,11 @@ def test_ratio_counts_merge_equals_one_pass(evs: list[tuple[bool, str | None]], 
                 counts.observe_unit(unit, chal)
     left.merge(right)
     assert left.__getstate__() == whole.__getstate__()
+
+
+@given(st.text(max_size=40))
+def test_unit_hash_is_blake2b_64_whether_memoised_or_not(unit_id: str) -> None:
+    """The contract between workers: BLAKE2b, 8-byte digest, big-endian."""
+    digest = hashlib.blake2b(unit_id.encode(), digest_size=8).digest()
+    assert unit_hash(unit_id) == unit_hash(unit_id) == int.from_bytes(digest, "big")
+    assert unit_hash("u1") == 0x92994D683F4E6AD5  # pinned, as every worker computes it

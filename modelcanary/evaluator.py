@@ -46,6 +46,8 @@ class PartitionState:
     next_offsets: dict[str, int] = field(default_factory=dict)
     replay_until: dict[str, int] = field(default_factory=dict)
     changed: bool = False
+    # rollout id -> (its observation count, since when unchanged): for idle eviction
+    activity: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def evidence_of(self, rollout_id: str, model: str) -> RolloutEvidence:
         if rollout_id not in self.evidence:
@@ -88,10 +90,12 @@ class Evaluator:
         join_ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
         worker: str = "",
+        evidence_ttl_s: float = 7 * 24 * 3600.0,
     ) -> None:
         self.topics = topics
         self.publisher = publisher
         self.join_ttl_s = join_ttl_s
+        self.evidence_ttl_s = evidence_ttl_s
         self.clock = clock
         self.worker = worker
         self.partitions: dict[int, PartitionState] = {}
@@ -336,9 +340,31 @@ class Evaluator:
             state.changed = True
 
     def expire(self) -> None:
+        """Settle the joins past their TTL, and forget rollouts idle for ``evidence_ttl_s``.
+
+        Evidence of a rollout that ended stays useless in every snapshot otherwise (a few
+        hundred KB per rollout and partition, for ever). The evaluator does not know when a
+        rollout ends, only when its events stop: a rollout no event reached for the TTL
+        (a week by default, far beyond any step) is dropped from the partition, and
+        should it ever get traffic again, it starts from no evidence.
+        """
         now = self.clock()
         for state in self.partitions.values():
             self._observe(state, state.joiner.expire(now))
+            self._evict_idle(state, now)
+
+    def _evict_idle(self, state: PartitionState, now: float) -> None:
+        for rollout_id, evidence in list(state.evidence.items()):
+            seen = evidence.observations()
+            count, since = state.activity.get(rollout_id, (-1, now))
+            if seen != count:
+                state.activity[rollout_id] = (seen, now)
+            elif now - since >= self.evidence_ttl_s:
+                log.info("forgetting rollout %s of %s: no event for %.0f s", rollout_id,
+                         state.models.get(rollout_id), now - since)  # fmt: skip
+                del state.evidence[rollout_id], state.activity[rollout_id]
+                state.models.pop(rollout_id, None)
+                state.changed = True
 
     # -- views -----------------------------------------------------------------------
     def open_joins(self) -> int:

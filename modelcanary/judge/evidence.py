@@ -274,6 +274,11 @@ class RolloutEvidence:
         self.requests_joined += int(np.asarray(challenger).size)
         return self
 
+    def observations(self) -> int:
+        """Calls observed plus requests joined or expired: grows with every event taken."""
+        calls = sum(b.n for b in self._calls.values())
+        return calls + self.requests_joined + self.requests_without_outcome
+
     # ----------------------------------------------------------------------------- merge
 
     def merge(self, other: RolloutEvidence) -> RolloutEvidence:

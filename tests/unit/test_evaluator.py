@@ -240,3 +240,29 @@ def test_messages_and_records_give_the_same_evidence() -> None:
             b.snapshot(number).evidence
         )
     assert judged([a]) == judged([b])
+
+
+def test_evidence_of_a_rollout_no_event_reached_for_the_ttl_is_forgotten() -> None:
+    now = {"t": 0.0}
+    evaluator = Evaluator(TOPICS, ListPublisher(), clock=lambda: now["t"], evidence_ttl_s=100.0)
+    records = traffic(400, partitions=1)
+    first, second = records[:200], records[200:]
+    for r in first:
+        evaluator.handle(r)
+    state = evaluator.partitions[0]
+    evaluator.expire()
+    now["t"] = 99.0
+    evaluator.expire()
+    assert "ro" in state.evidence  # idle, but not for the TTL yet
+    for r in second:  # new events: the idle clock starts again
+        evaluator.handle(r)
+    now["t"] = 150.0
+    evaluator.expire()
+    now["t"] = 249.0
+    evaluator.expire()
+    assert "ro" in state.evidence
+    state.changed = False
+    now["t"] = 250.0
+    evaluator.expire()
+    assert "ro" not in state.evidence and "ro" not in state.models and state.changed
+    assert "ro" not in evaluator.snapshot(0).evidence

@@ -1,4 +1,4 @@
-"""Evaluator throughput against raw kafka-python consumption of the same events.
+"""Evaluator throughput against raw consumption of the same events.
 
 Preloads N prediction events and their N outcomes into a real broker (the embedded
 Tansu broker, started here on a free port; the preloading runs in a child process, so
@@ -6,19 +6,27 @@ it does not count in this process's memory), then measures in the same run, alte
 ``--repeat`` times:
 
 - ``raw_consume_per_s``: kafka-python reading those 2N records with ``assign()``, the
-  values left untouched;
-- ``evaluator_per_s``: the evaluator worker's own path over the same 2N records, from
-  the same broker with the same consumer settings
-  (:data:`modelcanary.evaluator_worker.CONSUMER_FETCH`): each poll handed over with
-  :func:`~modelcanary.evaluator_worker.feed` (decode, dead letters, join, per-arm
-  statistics) and the topics kept in step as the worker does, and every
-  ``snapshot_interval_s`` each changed partition's snapshot encoded as the worker would
-  publish it (publishing itself is not timed);
+  values left untouched (kafka-python has parsed each record into an object already),
+  with the same fetch sizes as the evaluator's consumer (:data:`KAFKA_PYTHON_FETCH`);
+- ``raw_librdkafka_per_s``: librdkafka (confluent-kafka) reading them with the
+  evaluator's consumer settings (:func:`~modelcanary.evaluator_worker.consumer_config`),
+  each message's ``value()`` and ``offset()`` read: what the evaluator's consumer alone
+  can deliver, for ``ratio_vs_librdkafka``;
+- ``evaluator_per_s``: the evaluator worker's own loop over the same 2N records, from
+  the same broker with the same consumer settings: each round is
+  :func:`~modelcanary.evaluator_worker.poll_into` (consume, group by partition, decode,
+  dead letters, join, per-arm statistics, the topics kept in step by
+  :class:`~modelcanary.evaluator_worker.TopicAligner`), and every
+  ``snapshot_interval_s`` each changed partition's snapshot is encoded as the worker
+  would publish it (publishing itself is not timed);
 - ``peak_rss_mb``: this process's peak resident memory (state is bounded by open joins,
   not by history: outcomes follow their predictions closely here, and the worker reads
-  the two topics in step, :class:`~modelcanary.evaluator_worker.TopicAligner`).
+  the two topics in step).
 
-Both passes run in one process with the evaluator worker's GC settings
+``ratio`` is ``evaluator_per_s / raw_consume_per_s`` (the kafka-python baseline);
+``ratio_vs_librdkafka`` divides by ``raw_librdkafka_per_s`` instead, so that what comes
+from the faster client and what from the evaluator is plain. All passes run in one
+process with the evaluator worker's GC settings
 (:func:`~modelcanary.evaluator_worker.tune_gc`). Rates are the best of the repeats (the
 least disturbed by other load on the machine); every sample is in the JSON too.
 
@@ -40,11 +48,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer
+from confluent_kafka import TopicPartition as RdTopicPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from modelcanary.config import Settings, Topics
 from modelcanary.evaluator import Evaluator
-from modelcanary.evaluator_worker import CONSUMER_FETCH, TopicAligner, feed, tune_gc
+from modelcanary.evaluator_worker import (
+    CONSUME_BATCH,
+    CONSUMER_FETCH,
+    TopicAligner,
+    consumer_config,
+    poll_into,
+    tune_gc,
+)
 from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent, encode
 from modelcanary.infra.broker import start_broker
 from modelcanary.infra.processes import free_port, stop_process
@@ -52,6 +69,14 @@ from modelcanary.infra.topics import ensure_topics
 from modelcanary.snapshot import encode_snapshot
 
 PARTITIONS = 4
+#: kafka-python's settings for ``raw_consume_per_s``: those the evaluator's consumer had
+#: while it was kafka-python's (larger fetches, up to 64 MiB, read within 7% as fast and
+#: held more memory).
+KAFKA_PYTHON_FETCH: dict[str, int] = {
+    "max_poll_records": 5_000,
+    "fetch_max_bytes": 1024 * 1024,
+    "max_partition_fetch_bytes": 256 * 1024,
+}
 
 
 class NullPublisher:
@@ -89,20 +114,17 @@ def preload(bootstrap: str, topics: Topics, n: int, features: int) -> None:
     producer.close()
 
 
-def consumer_for(bootstrap: str, topics: Topics) -> KafkaConsumer:
-    """A consumer of every partition of both topics, from the beginning, with the
-    evaluator worker's fetch settings."""
-    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False,
-                             **CONSUMER_FETCH)  # fmt: skip
-    partitions = [TopicPartition(t, p) for t in (topics.predictions, topics.outcomes)
-                  for p in range(PARTITIONS)]  # fmt: skip
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    return consumer
+def all_partitions(topics: Topics) -> list[tuple[str, int]]:
+    return [(t, p) for t in (topics.predictions, topics.outcomes) for p in range(PARTITIONS)]
 
 
 def raw_rate(bootstrap: str, topics: Topics, total: int) -> float:
-    consumer = consumer_for(bootstrap, topics)
+    """kafka-python reading every partition of both topics from the beginning."""
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False,
+                             **KAFKA_PYTHON_FETCH)  # fmt: skip
+    partitions = [TopicPartition(t, p) for t, p in all_partitions(topics)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
     seen, started = 0, time.perf_counter()
     while seen < total:
         for messages in consumer.poll(timeout_ms=500).values():
@@ -112,21 +134,49 @@ def raw_rate(bootstrap: str, topics: Topics, total: int) -> float:
     return total / elapsed
 
 
+def librdkafka_consumer(bootstrap: str, topics: Topics) -> Consumer:
+    """A consumer of every partition of both topics, from the beginning, with the
+    evaluator worker's settings (no group membership: ``group.id`` is required, unused).
+
+    Connected, with the topics' metadata, before it is timed (as kafka-python's consumer
+    is, by its constructor): assigned before it knows the partitions' leader, librdkafka
+    retries the offset lookup only after 500 ms, a quarter of a 200,000-event pass. A
+    worker in a group knows them when its partitions are assigned."""
+    consumer = Consumer(consumer_config(bootstrap, **{"group.id": f"bench-{uuid.uuid4().hex}"}))
+    consumer.list_topics(topics.predictions, timeout=30)
+    consumer.list_topics(topics.outcomes, timeout=30)
+    consumer.assign([RdTopicPartition(t, p, OFFSET_BEGINNING) for t, p in all_partitions(topics)])
+    return consumer
+
+
+def raw_librdkafka_rate(bootstrap: str, topics: Topics, total: int) -> float:
+    """librdkafka reading the same, each message's value and offset read."""
+    consumer = librdkafka_consumer(bootstrap, topics)
+    seen, started = 0, time.perf_counter()
+    while seen < total:
+        for message in consumer.consume(CONSUME_BATCH, 0.5):
+            if message.error() is None:
+                message.value()
+                message.offset()
+                seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return total / elapsed
+
+
 def evaluator_rate(
     bootstrap: str, topics: Topics, total: int, snapshot_interval_s: float
 ) -> tuple[float, dict[str, Any]]:
-    consumer = consumer_for(bootstrap, topics)
+    consumer = librdkafka_consumer(bootstrap, topics)
     aligner = TopicAligner(consumer, topics)
     evaluator = Evaluator(topics, NullPublisher())
     key = b"bench"
     seen, snapshots, max_open, started = 0, 0, 0, time.perf_counter()
     next_snapshot = time.monotonic() + snapshot_interval_s
-    while seen < total:  # as EvaluatorWorker.poll_once does
-        polled = consumer.poll(timeout_ms=500)
-        seen += feed(evaluator, polled)
-        aligner.observe(polled)
+    while seen < total:  # as EvaluatorWorker.run does
+        seen += poll_into(consumer, evaluator, aligner, 0.5)
         max_open = max(max_open, evaluator.open_joins())
-        if time.monotonic() >= next_snapshot:  # as EvaluatorWorker.run does
+        if time.monotonic() >= next_snapshot:
             evaluator.expire()
             for number, state in evaluator.partitions.items():
                 if state.changed:
@@ -144,6 +194,11 @@ def evaluator_rate(
         "pauses": aligner.pauses,
         "snapshots_encoded": snapshots,
     }
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process so far (Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb() -> float:
@@ -168,6 +223,7 @@ def main() -> None:
     broker = start_broker(port, logdir / "broker.log", cwd=logdir)
     bootstrap = f"127.0.0.1:{port}"
     raw: list[float] = []
+    rdk: list[float] = []
     ours: list[float] = []
     result: dict[str, Any] = {}
     try:
@@ -186,17 +242,20 @@ def main() -> None:
         for i in range(args.repeat):
             raw.append(raw_rate(bootstrap, topics, total))
             print(f"[{i + 1}/{args.repeat}] raw consume: {raw[-1]:,.0f} records/s "
-                  f"(rss {rss_mb():.0f} MB)", file=sys.stderr)  # fmt: skip
+                  f"(rss {rss_mb():.0f} MB, peak {peak_mb():.0f} MB)", file=sys.stderr)  # fmt: skip
+            rdk.append(raw_librdkafka_rate(bootstrap, topics, total))
+            print(f"[{i + 1}/{args.repeat}] raw librdkafka: {rdk[-1]:,.0f} records/s "
+                  f"(rss {rss_mb():.0f} MB, peak {peak_mb():.0f} MB)", file=sys.stderr)  # fmt: skip
             gc.collect()
             before = rss_mb()
             rate, stats = evaluator_rate(bootstrap, topics, total, snapshot_interval_s)
             ours.append(rate)
             print(f"[{i + 1}/{args.repeat}] evaluator:   {ours[-1]:,.0f} records/s "
-                  f"(rss {rss_mb():.0f} MB)", file=sys.stderr)  # fmt: skip
+                  f"(rss {rss_mb():.0f} MB, peak {peak_mb():.0f} MB)", file=sys.stderr)  # fmt: skip
             result = {**stats, "evaluator_state_rss_mb": round(rss_mb() - before, 1)}
     finally:
         stop_process(broker, timeout_s=2)
-    best_raw, best_ours = max(raw), max(ours)
+    best_raw, best_rdk, best_ours = max(raw), max(rdk), max(ours)
     result = {
         "events": args.events,
         "records": total,
@@ -204,11 +263,16 @@ def main() -> None:
         "raw_consume_per_s": round(best_raw, 1),
         "evaluator_per_s": round(best_ours, 1),
         "ratio": round(best_ours / best_raw, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "raw_librdkafka_per_s": round(best_rdk, 1),
+        "ratio_vs_librdkafka": round(best_ours / best_rdk, 3),
+        "peak_rss_mb": round(peak_mb(), 1),
         "raw_samples_per_s": [round(r, 1) for r in raw],
+        "raw_librdkafka_samples_per_s": [round(r, 1) for r in rdk],
         "evaluator_samples_per_s": [round(r, 1) for r in ours],
         "pair_ratios": [round(o / r, 3) for r, o in zip(raw, ours, strict=True)],
+        "pair_ratios_vs_librdkafka": [round(o / r, 3) for r, o in zip(rdk, ours, strict=True)],
         "consumer": CONSUMER_FETCH,
+        "kafka_python_fetch": KAFKA_PYTHON_FETCH,
         "snapshot_interval_s": snapshot_interval_s,
         **result,
     }

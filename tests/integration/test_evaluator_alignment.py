@@ -3,10 +3,10 @@
 Kafka hands records out by bytes, and here a prediction (40 features) is ten times the
 size of its outcome: read freely, the outcomes of a backlog run far ahead of their
 predictions, and every one of them waits in memory as an open join. Read the way the
-evaluator worker reads (its consumer settings, :func:`feed` and :class:`TopicAligner`),
-open joins stay a fraction of that, every request is still joined with its outcome, and
-reading never stalls (kafka-python 3.0.12 strands records fetched for a partition that
-was paused half-read; :func:`modelcanary.evaluator_worker._unpark` works around it).
+evaluator worker reads (its consumer settings, :func:`poll_into` and
+:class:`TopicAligner`), open joins stay a fraction of that, every request is still
+joined with its outcome exactly once, and reading never stalls: librdkafka drops what
+it pre-fetched for a paused partition and fetches it again on resume.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from kafka import KafkaProducer
 
 from modelcanary.config import Topics
 from modelcanary.evaluator import Evaluator
-from modelcanary.evaluator_worker import CONSUMER_FETCH, TopicAligner, feed
+from modelcanary.evaluator_worker import TopicAligner, consumer_config, poll_into
 from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent, encode
 from modelcanary.infra.topics import ensure_topics
 
@@ -64,22 +65,17 @@ def preload(bootstrap: str, topics: Topics) -> None:
 def read_all(bootstrap: str, topics: Topics, aligned: bool) -> tuple[Evaluator, int, int]:
     """Read every record as the worker does; returns the evaluator, the largest number of
     open joins seen after a poll, and how many times the aligner paused a partition."""
-    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False,
-                             **CONSUMER_FETCH)  # fmt: skip
-    partitions = [TopicPartition(t, p) for t in (topics.predictions, topics.outcomes)
-                  for p in range(PARTITIONS)]  # fmt: skip
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
+    consumer = Consumer(consumer_config(bootstrap, **{"group.id": f"align-{uuid.uuid4().hex}"}))
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING)
+                     for t in (topics.predictions, topics.outcomes)
+                     for p in range(PARTITIONS)])  # fmt: skip
     aligner = TopicAligner(consumer, topics)
     evaluator = Evaluator(topics, NullPublisher())
     seen, most_open, deadline = 0, 0, time.monotonic() + 120
     try:
         while seen < 2 * REQUESTS:
             assert time.monotonic() < deadline, f"reading stalled after {seen} records"
-            polled = consumer.poll(timeout_ms=500)
-            seen += feed(evaluator, polled)
-            if aligned:
-                aligner.observe(polled)
+            seen += poll_into(consumer, evaluator, aligner if aligned else None, 0.5)
             most_open = max(most_open, evaluator.open_joins())
     finally:
         consumer.close()
@@ -97,6 +93,8 @@ def test_a_backlog_is_read_in_step_and_every_request_joins(kafka_bootstrap: str)
     for ev in (free, evaluator):
         counters = [state.joiner.counters for state in ev.partitions.values()]
         assert sum(c.joined for c in counters) == REQUESTS
+        assert ev.counts["predictions"] == ev.counts["outcomes"] == REQUESTS
+        assert ev.counts["duplicates"] == ev.counts["replayed"] == 0
         assert ev.open_joins() == 0
         assert ev.merged_evidence()["ro"].requests_joined == REQUESTS
     assert pauses > 0

@@ -1,7 +1,8 @@
 """Evaluator workers as real processes in one consumer group on a real broker.
 
 Two workers decide exactly as one on the same preloaded events; a worker killed with
-SIGKILL mid-stream is replaced by the other, and the final verdict does not change.
+SIGKILL mid-stream (half the events preloaded, the other half published while it dies)
+is replaced by the other, and the final verdict does not change.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import os
 import random
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -53,7 +55,8 @@ def events(seed: int = 7) -> list[PredictionEvent | OutcomeEvent]:
     return out
 
 
-def preload(kafka_bootstrap: str, tmp_path, prefix: str) -> Settings:
+def preload(kafka_bootstrap: str, tmp_path, prefix: str, share: float = 1.0) -> Settings:
+    """Topics named ``prefix`` holding the first ``share`` of :func:`events`."""
     settings = Settings(
         data_dir=tmp_path / prefix, kafka_bootstrap=kafka_bootstrap,
         mlflow_uri="http://127.0.0.1:9", topics=Topics(prefix), partitions=4,
@@ -61,15 +64,24 @@ def preload(kafka_bootstrap: str, tmp_path, prefix: str) -> Settings:
         snapshot_interval_s=0.5,
     )  # fmt: skip
     ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions)
-    publisher = EventPublisher(kafka_bootstrap)
-    for event in events():
+    everything = events()
+    publish(settings, everything[: int(len(everything) * share)])
+    return settings
+
+
+def publish(
+    settings: Settings, batch: list[PredictionEvent | OutcomeEvent], pause_every: int = 0
+) -> None:
+    publisher = EventPublisher(settings.resolved_kafka_bootstrap())
+    for i, event in enumerate(batch, 1):
         topic = (settings.topics.predictions if isinstance(event, PredictionEvent)
                  else settings.topics.outcomes)  # fmt: skip
         publisher.publish(topic, event)
+        if pause_every and i % pause_every == 0:
+            time.sleep(0.05)  # a stream, not a burst
     publisher.flush(30)
     assert publisher.failed == 0
     publisher.close()
-    return settings
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -105,11 +117,16 @@ def verdict(settings: Settings) -> tuple[str, dict]:
 def run_to_end(settings: Settings, workers: int, kill_one: bool = False) -> tuple[str, dict]:
     started: list[Component] = [start_worker(settings, "evaluate") for _ in range(workers)]
     try:
-        if kill_one:
+        if kill_one:  # half the events are in: the other half streams in while one dies
             wait_until(lambda: processed(settings) > 0, 60, "a first snapshot")
+            rest = events()[REQUESTS:]
+            stream = threading.Thread(target=publish, args=(settings, rest, 500))
+            stream.start()
+            time.sleep(0.5)
             victim = started.pop(0)
             os.kill(victim.process.pid, signal.SIGKILL)
-            assert processed(settings) < 2 * REQUESTS, "killed too late to prove anything"
+            stream.join(60)
+            assert not stream.is_alive()
         wait_until(lambda: processed(settings) == 2 * REQUESTS, 120, "every event evaluated")
         return verdict(settings)
     finally:
@@ -121,7 +138,7 @@ def test_two_workers_decide_as_one_and_survive_a_kill(kafka_bootstrap: str, tmp_
     tag = uuid.uuid4().hex[:6]
     one = run_to_end(preload(kafka_bootstrap, tmp_path, f"one{tag}"), workers=1)
     two = run_to_end(preload(kafka_bootstrap, tmp_path, f"two{tag}"), workers=2)
-    killed = run_to_end(preload(kafka_bootstrap, tmp_path, f"kill{tag}"), workers=2,
+    killed = run_to_end(preload(kafka_bootstrap, tmp_path, f"kill{tag}", share=0.5), workers=2,
                         kill_one=True)  # fmt: skip
     assert one[0] == "rollback" and one[1]["accuracy"][0] == "fail"
     assert two == one

@@ -28,12 +28,22 @@ Each figure is the median over ``--rounds`` rounds. The comparisons are paired b
 median of the rounds' differences — so that a round slowed down by something else on the
 machine moves both sides of its comparison and little else. The JSON holds exactly:
 ``plain``, ``canary``, ``shadow`` (each ``rps``, ``p50_ms``, ``p99_ms``),
-``ratio_canary_rps``, ``added_p99_ms_canary`` and ``added_p50_ms_shadow``. Per-round
-figures go to stderr and, with ``--details PATH``, to a second JSON file together with
-the CPU time the serving worker spent per answered request in each phase — a figure the
-other processes on a shared machine disturb far less than throughput or latency (at
-100 requests/s it includes the worker's idle background work, about 5 ms a second).
+``ratio_canary_rps``, ``added_p99_ms_canary``, ``added_p50_ms_shadow`` and
+``placement``. Per-round figures go to stderr and, with ``--details PATH``, to a second
+JSON file together with the CPU time the serving worker spent per answered request in
+each phase — a figure the other processes on a shared machine disturb far less than
+throughput or latency (at 100 requests/s it includes the worker's idle background work,
+about 5 ms a second) — the worker's busy fraction at saturation (near 1: the service,
+not the load generator, was the limit) and the machine's load average per round.
 Targets: ratio >= 0.95, added p99 <= 1 ms, added shadow p50 <= 1 ms.
+
+Placement (``--placement``). ``isolated`` (the default) runs the three services under
+test on one CPU and the load generator, the broker, MLflow and this driver on the
+others, as in production, where neither load nor broker runs on the serving host: a
+service's own background threads (the Kafka sender, librdkafka, a challenger's thread)
+then cost what they would cost there, and neither variant competes with ``hey`` or with
+the broker ingesting the canary's events. ``shared`` lets every process run on every
+CPU. With fewer than two usable CPUs ``isolated`` falls back to ``shared`` and says so.
 """
 
 from __future__ import annotations
@@ -60,6 +70,80 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 VARIANTS = ("plain", "canary", "shadow")
 
 
+# -- where the processes run ----------------------------------------------------------
+def plan_placement(requested: str) -> dict[str, Any]:
+    """Which CPUs the services under test get, and which the rest (load, broker, MLflow).
+
+    ``isolated`` gives the three ``bentoml serve`` trees one CPU and everything else the
+    others, as on a real serving host, where neither the load generator nor the broker
+    runs: each service's own threads then compete with its request thread only, never
+    with ``hey``. It needs two usable CPUs; with fewer the run falls back to ``shared``
+    (everything on every CPU) and says so in ``note``.
+    """
+    usable = sorted(os.sched_getaffinity(0))
+    if requested == "isolated" and len(usable) >= 2:
+        return {
+            "requested": requested,
+            "placement": "isolated",
+            "service_cpus": usable[-1:],
+            "other_cpus": usable[:-1],
+            "note": None,
+        }
+    note = None
+    if requested == "isolated":
+        note = f"only {len(usable)} usable CPU(s): fell back to shared"
+    return {
+        "requested": requested,
+        "placement": "shared",
+        "service_cpus": usable,
+        "other_cpus": usable,
+        "note": note,
+    }
+
+
+def _pin_calling_thread(cpus: list[int]) -> None:
+    """Children started from this thread from now on inherit ``cpus`` (Linux: per thread)."""
+    os.sched_setaffinity(0, cpus)
+
+
+def _tree_threads(pid: int) -> list[int]:
+    """Thread ids of ``pid`` and all its descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    tids: list[int] = []
+    for process in processes:
+        try:
+            tids += [t.id for t in process.threads()]
+        except psutil.Error:
+            continue
+    return tids
+
+
+def enforce_placement(pids: list[int], cpus: list[int]) -> int:
+    """Pin every thread of the process trees ``pids`` to ``cpus``; how many had to move.
+
+    Children inherit the mask of the thread that started them, so this normally finds
+    nothing to move; it is checked (and corrected) before every round anyway, because a
+    worker restarted by BentoML's arbiter must not escape the placement.
+    """
+    wanted = set(cpus)
+    moved = 0
+    for pid in pids:
+        for tid in _tree_threads(pid):
+            try:
+                if os.sched_getaffinity(tid) != wanted:
+                    os.sched_setaffinity(tid, wanted)
+                    moved += 1
+            except OSError:  # the thread ended meanwhile
+                continue
+    return moved
+
+
 # -- the load generators (run in their own process) -----------------------------------
 def _hey(url: str, body: Path, seconds: float, concurrency: int, rate: float | None) -> dict:
     command = ["hey", "-z", f"{seconds}s", "-m", "POST", "-T", "application/json"]
@@ -80,7 +164,8 @@ def _hey(url: str, body: Path, seconds: float, concurrency: int, rate: float | N
             if line.strip().startswith("[") and "responses" in line
         }
         errors = sum(n for status, n in counts.items() if status != "200")
-        return {"rps": rps, "errors": errors, "ok": counts.get("200", 0)}
+        ok = counts.get("200", 0)
+        return {"rps": rps, "errors": errors, "ok": ok, "elapsed_s": elapsed}
     rows = list(csv.DictReader(io.StringIO(out)))
     ok = [float(r["response-time"]) * 1000.0 for r in rows if r["status-code"] == "200"]
     return {"latencies_ms": ok, "errors": len(rows) - len(ok), "elapsed_s": elapsed}
@@ -137,7 +222,12 @@ async def _python_load(
     if rate is None:
         await asyncio.gather(*(closed_loop() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-        return {"rps": len(latencies) / elapsed, "errors": errors, "ok": len(latencies) - errors}
+        return {
+            "rps": len(latencies) / elapsed,
+            "errors": errors,
+            "ok": len(latencies) - errors,
+            "elapsed_s": elapsed,
+        }
     workers = max(1, min(concurrency, int(rate // 25) or 1))
     interval = workers / rate
     await asyncio.gather(*(open_loop(interval, i * interval / workers) for i in range(workers)))
@@ -221,10 +311,12 @@ def _worker_cpu_s(serve_pid: int) -> float:
     return total
 
 
-def start_services(root: Path) -> tuple[dict[str, str], list[Any], dict]:
+def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str], list[Any], dict]:
     """Broker, MLflow, three served variants; returns urls, handles to stop, a sample row.
 
     The last three handles are the variants' ``bentoml serve`` processes, in VARIANTS order.
+    The broker and MLflow start on ``placement["other_cpus"]``, the served variants on
+    ``placement["service_cpus"]`` (their workers and threads inherit it).
     """
     from modelcanary.config import Settings, Topics
     from modelcanary.controller import Controller
@@ -263,6 +355,7 @@ def start_services(root: Path) -> tuple[dict[str, str], list[Any], dict]:
         version = registry.register_sklearn(f"bench-{variant}", challenger, sample)
         controller.start(f"bench-{variant}", version, Policy(steps=(Step(fraction, mode=mode),)))
     urls: dict[str, str] = {}
+    _pin_calling_thread(placement["service_cpus"])
     plain = base.with_overrides(model_name="bench-plain")
     port = free_port()
     log = root / "plain.log"
@@ -283,6 +376,7 @@ def start_services(root: Path) -> tuple[dict[str, str], list[Any], dict]:
         component = start_serving(base.with_overrides(model_name=f"bench-{variant}"), free_port())
         handles.append(component.process)
         urls[variant] = component.url or ""
+    _pin_calling_thread(placement["other_cpus"])
     return urls, handles, dataset.X_test.iloc[0].to_dict()
 
 
@@ -297,8 +391,9 @@ def measure_round(
     Throughput is the mean over a variant's slices; latencies are pooled. The worker's
     CPU time per answered request is recorded for both phases.
     """
-    record: dict[str, Any] = {}
+    record: dict[str, Any] = {"loadavg_1m_before": round(os.getloadavg()[0], 2)}
     rps: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    saturation_wall = dict.fromkeys(VARIANTS, 0.0)
     latencies: dict[str, list[float]] = {v: [] for v in VARIANTS}
     cpu = {f"{v}_{phase}": 0.0 for v in VARIANTS for phase in ("saturation", "latency")}
     answered = dict.fromkeys(cpu, 0)
@@ -319,11 +414,18 @@ def measure_round(
                 record[f"{v}_{phase}_errors"] += result["errors"]
                 if rate is None:
                     rps[v].append(result["rps"])
+                    saturation_wall[v] += result["elapsed_s"]
                     answered[f"{v}_{phase}"] += result["ok"]
                 else:
                     latencies[v] += result["latencies_ms"]
                     answered[f"{v}_{phase}"] += len(result["latencies_ms"])
+    record["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     for v in VARIANTS:
+        # Busy fraction of the worker at saturation: near 1 means the service, not the load
+        # generator, limited the throughput (with ``isolated`` placement: of its one CPU).
+        record[f"{v}_worker_busy_saturation"] = round(
+            cpu[f"{v}_saturation"] / max(1e-9, saturation_wall[v]), 3
+        )
         record[f"{v}_rps"] = sum(rps[v]) / len(rps[v])
         record[f"{v}_samples"] = len(latencies[v])
         record[f"{v}_p50_ms"] = _percentile(latencies[v], 0.5)
@@ -348,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         "--slices", type=int, default=3, help="interleaved slices per phase and round"
     )
     parser.add_argument("--loadgen", choices=("auto", "hey", "python"), default="auto")
+    parser.add_argument(
+        "--placement",
+        choices=("isolated", "shared"),
+        default="isolated",
+        help="isolated: services under test on one CPU, load/broker/MLflow on the others",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     tool = args.loadgen
@@ -363,21 +471,39 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     from modelcanary.infra.processes import stop_processes
 
+    placement = plan_placement(args.placement)
+    if placement["note"]:
+        print(f"placement: {placement['note']}", file=sys.stderr)
+    _pin_calling_thread(placement["other_cpus"])
     root = Path(tempfile.mkdtemp(prefix="modelcanary-bench-"))
     handles: list[Any] = []
     try:
-        urls, handles, row = start_services(root)
+        urls, handles, row = start_services(root, placement)
         serve_pids = {v: h.pid for v, h in zip(VARIANTS, handles[-3:], strict=True)}
+        other_pids = [h.pid for h in handles[:-3]]
+
+        def check_placement() -> int:
+            if placement["placement"] != "isolated":
+                return 0
+            return enforce_placement(
+                list(serve_pids.values()), placement["service_cpus"]
+            ) + enforce_placement(other_pids, placement["other_cpus"])
+
+        placement["threads_moved_at_start"] = check_placement()
         body = root / "body.json"
         body.write_text(json.dumps({"features": row}))
         rounds: list[dict[str, Any]] = []
         for variant in VARIANTS:  # warm up: first calls load code paths and fill caches
             run_load(tool, f"{urls[variant]}/predict", body, args.warmup_s, 4, None)
         for index in range(args.rounds):
+            moved = check_placement()
             record = measure_round(tool, urls, body, serve_pids, args)
-            rounds.append({"round": index, **record})
+            rounds.append({"round": index, "threads_moved": moved, **record})
             print(json.dumps(rounds[-1]), file=sys.stderr)
         summary = summarise(rounds)
+        summary["placement"] = {
+            k: placement[k] for k in ("placement", "service_cpus", "other_cpus", "note")
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         if args.details:
@@ -390,6 +516,12 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     for phase in ("saturation", "latency")
                 },
+                "worker_busy_saturation": {
+                    v: round(median(r[f"{v}_worker_busy_saturation"] for r in rounds), 3)
+                    for v in VARIANTS
+                },
+                "placement": placement,
+                "loadavg_1m": [r["loadavg_1m_before"] for r in rounds],
                 "rounds": rounds,
                 "settings": {k: str(v) for k, v in vars(args).items()},
                 "cpus": os.cpu_count(),

@@ -30,9 +30,11 @@ used: outages are bridged while the process lives.
 The producer is confluent-kafka (librdkafka): it encodes, batches and talks to the
 brokers in C threads that do not hold the GIL, about 8 us of CPU per event against about
 80 us for kafka-python's pure-Python producer — which a serving worker would pay on the
-thread that answers requests (see the README's "Serving overhead"). Consumers stay on
-kafka-python. Client errors are translated to :class:`BrokerUnavailableError` where a
-caller sees them (construction with ``require_broker=True``).
+thread that answers requests (see the README's "Serving overhead"). The evaluator's
+consumer and the decision watcher use librdkafka too; :class:`RecordConsumer` (judge,
+controller, demo) is kafka-python. Client errors are translated to
+:class:`BrokerUnavailableError` where a caller sees them (construction with
+``require_broker=True``).
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ Order of work for one request (:meth:`ModelRouter.predict`):
 
 1. validate the features against the champion's signature (4xx naming the field);
 2. route by the unit id (else the request id) with the rollout's salted hash;
-3. canary request for the challenger: call it on a thread of a small pool, waiting at
-   most ``challenger_timeout_s`` (see :meth:`ModelRouter._guarded`). An exception, a
-   timeout, or every thread being busy records the challenger's error event
-   (``served=false``) and falls through to 4 — a challenger never fails a user and
-   never delays them by more than the timeout;
+3. canary request for the challenger: call it on a thread of a small pool, or, once it
+   has been fast, on the event loop's own thread under a ``SIGALRM`` timer (cheaper; see
+   :meth:`ModelRouter._guarded` and :class:`InlineTimer`), waiting at most
+   ``challenger_timeout_s``. An exception, a timeout, or every thread being busy
+   records the challenger's error event (``served=false``) and falls through to 4 — a
+   challenger never fails a user and never delays them by more than the timeout;
 4. otherwise call the champion inline (it is what the request would cost without
    modelcanary) and record its event;
 5. shadow: hand a mirrored copy to the challenger pool once the request's coroutine has
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,8 +64,17 @@ log = logging.getLogger(__name__)
 
 FOLLOW_POLL_S = 0.1
 FOLLOW_MAX_S = 3.0
-#: How long the event loop blocks on a canary challenger call before awaiting it instead.
+#: How long a canary challenger call may block the event loop: called inline, the budget
+#: of its timer; on a pool thread, how long the loop waits before awaiting it instead.
 INLINE_WAIT_S = 0.005
+#: A challenger is called inline after this many calls under half the budget (at first;
+#: each time it then runs over the budget, twice as many, up to MAX_FAST_CALLS).
+FAST_CALLS = 8
+MAX_FAST_CALLS = 4096
+#: Inline calls in a row after which the number of fast calls wanted halves again.
+FORGIVE_AFTER = 1024
+#: An inline call that waits (not computing) is interrupted after this many budgets.
+INLINE_CAP_BUDGETS = 4
 
 
 def new_request_id() -> str:
@@ -122,6 +133,132 @@ class _Call:
     value_error: bool = False  # the model raised ValueError: it rejects these values
 
 
+class _OverBudget(BaseException):
+    """Raised into a challenger call that ran past its inline budget (see :class:`InlineTimer`).
+
+    A ``BaseException``, so that a model's own ``except Exception`` does not swallow it.
+    """
+
+
+_UNSET: Any = object()
+
+
+class InlineTimer:
+    """Call a function on this thread, interrupted by ``SIGALRM`` once it has run too long.
+
+    Handing a challenger call to a pool thread, only so that it can be timed out, costs
+    more CPU than the call itself (the thread's wake-up and the GIL's hand-over back and
+    forth: 0.75-0.95 ms of CPU for a 0.55 ms model call in ``serving_overhead.py``). A
+    challenger that has been fast is therefore called on the event loop's own thread,
+    under a one-shot ``ITIMER_REAL`` timer whose handler raises :class:`_OverBudget`
+    inside the model code when the call has used ``budget_s`` of this thread's CPU time,
+    or ``cap_s`` of wall-clock time, whichever comes first. The budget is CPU time because
+    a thread preempted by other processes, or waiting for the GIL, is not slow itself (and
+    the loop, on the same thread, could not have run meanwhile either): timed by the wall
+    clock alone, a busy machine interrupted fast calls and wasted their work. The cap
+    bounds a call that waits without computing (I/O, a sleep, a lock).
+
+    Limits, and why the router still falls back to the pool: Python runs signal handlers
+    on the main thread only, between bytecodes; so this works only when the event loop
+    runs on the main thread and SIGALRM is not used by anything else in the process, and
+    a model stuck in C code that releases the GIL (a long BLAS call) is interrupted only
+    when it returns to Python — the loop is then blocked that long, once, before the
+    router moves the challenger back to the pool. The exception is raised at an arbitrary
+    point of the model's Python code; ``with`` blocks and ``finally`` clauses run as for
+    any exception.
+
+    The handler raises only while armed: it is disarmed before the timer is cleared, and
+    a signal that fires just after the call returned (its handler then runs inside the
+    ``finally``) is recognised by the result already being there.
+    """
+
+    #: Shortest re-arm: below this the call is as good as over its budget.
+    MIN_REARM_S = 0.0005
+
+    def __init__(self) -> None:
+        self._armed = False
+        self._installed = False
+        self._main = threading.main_thread().ident
+        self._budget_s = 0.0
+        self._cpu_started = 0.0
+        self._deadline = 0.0
+
+    def usable(self) -> bool:
+        """Whether calls on *this* thread can be timed out (installs the handler once)."""
+        if threading.get_ident() != self._main:
+            return False
+        if not self._installed:
+            if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None):
+                return False  # someone else's alarm: leave it alone
+            signal.signal(signal.SIGALRM, self._on_alarm)
+            self._installed = True
+        return signal.getsignal(signal.SIGALRM) == self._on_alarm
+
+    def _on_alarm(self, _signum: int, _frame: object) -> None:
+        if not self._armed:
+            return
+        # Runs on the main thread, i.e. the thread of the call: thread_time is the call's.
+        left = min(
+            self._budget_s - (time.thread_time() - self._cpu_started),
+            self._deadline - time.perf_counter(),
+        )
+        if left >= self.MIN_REARM_S:  # preempted or waiting: not over its own budget yet
+            signal.setitimer(signal.ITIMER_REAL, left)
+            return
+        self._armed = False
+        raise _OverBudget
+
+    def call(self, budget_s: float, cap_s: float, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, or :data:`_UNSET` if interrupted (see the class docstring)."""
+        result = _UNSET
+        try:
+            try:
+                self._budget_s = budget_s
+                self._cpu_started = time.thread_time()
+                self._deadline = time.perf_counter() + cap_s
+                self._armed = True
+                signal.setitimer(signal.ITIMER_REAL, min(budget_s, cap_s))
+                result = fn(*args)
+            finally:
+                self._armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0.0)
+        except _OverBudget:
+            pass  # over budget, or (result set) the alarm rang just as it returned
+        return result
+
+
+#: The process's one timer: SIGALRM and ITIMER_REAL exist once per process.
+INLINE_TIMER = InlineTimer()
+
+
+@dataclass(slots=True)
+class _Pace:
+    """How one challenger version has been doing: whether to call it inline (see ``_guarded``)."""
+
+    needed: int = FAST_CALLS  # fast calls on the pool wanted before calling it inline
+    fast: int = 0  # fast calls on the pool since it was last sent there
+    inline: bool = False
+    inline_calls: int = 0  # inline calls since then
+
+    def pooled(self, latency_ms: float, budget_ms: float) -> None:
+        if latency_ms > budget_ms:
+            self.fast = 0
+        elif latency_ms <= budget_ms / 2.0:
+            self.fast += 1
+            if self.fast >= self.needed:
+                self.inline, self.inline_calls = True, 0
+        # between half the budget and the budget (a busy machine): neither
+
+    def answered_inline(self) -> None:
+        self.inline_calls += 1
+        if self.inline_calls % FORGIVE_AFTER == 0:
+            self.needed = max(FAST_CALLS, self.needed // 2)
+
+    def over_budget(self) -> None:
+        self.inline, self.fast = False, 0
+        self.needed = min(MAX_FAST_CALLS, self.needed * 2)
+
+
 class ModelRouter:
     def __init__(
         self,
@@ -137,6 +274,7 @@ class ModelRouter:
         challenger_timeout_s: float = 0.2,
         challenger_threads: int = 4,
         inline_wait_s: float = INLINE_WAIT_S,
+        inline_calls: bool = True,
         observer: CallObserver | None = None,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
@@ -150,6 +288,10 @@ class ModelRouter:
         self.log_features = log_features
         self.challenger_timeout_s = challenger_timeout_s
         self.inline_wait_s = min(inline_wait_s, challenger_timeout_s)
+        # Challenger calls on the loop's thread under a timer, for a challenger that has
+        # been fast (see _guarded): one _Pace per challenger version.
+        self._timer = INLINE_TIMER if inline_calls and self.inline_wait_s > 0 else None
+        self._paces: dict[str, _Pace] = {}
         self.observer: CallObserver = observer or NoMetrics()
         self._on_tick = on_tick
         self.snapshot = ServingSnapshot()
@@ -301,25 +443,76 @@ class ModelRouter:
         return _Call(None, ms, f"timeout: no answer within {ms:.0f} ms", "timeout")
 
     async def _guarded(self, predictor: Predictor, rows: Sequence[dict[str, Any]]) -> _Call:
-        """Call ``predictor`` on a challenger thread; never raises, never waits past the timeout.
+        """Call the challenger ``predictor``; never raises, never waits past the timeout.
+
+        A challenger call blocks the event loop at most ``inline_wait_s`` (5 ms) of its
+        own computing, and at most :data:`INLINE_CAP_BUDGETS` times that (or the timeout,
+        if shorter) in all:
+
+        - one row, for a challenger whose recent calls were fast (:class:`_Pace`: at
+          first :data:`FAST_CALLS` calls under half of that, none over it since), is
+          scored on the loop's own thread under an :class:`InlineTimer`. A call that runs
+          over is interrupted and run again on a pool thread for the rest of the timeout
+          (its event's latency counts both), and the challenger goes back to the pool
+          until it has been fast again, for twice as many calls each time: a challenger
+          that has turned slow soon stays on the pool;
+        - anything else runs on a pool thread (:meth:`_pooled`), which the loop waits
+          for, blocked, for at most ``inline_wait_s`` of wall-clock time.
+        """
+        timer = self._timer
+        if timer is None or len(rows) != 1:
+            return await self._pooled(predictor, rows, self.challenger_timeout_s)
+        pace = self._paces.get(predictor.version)
+        if pace is None:
+            if len(self._paces) > 16:
+                self._paces.clear()  # versions come and go: keep this small
+            pace = self._paces[predictor.version] = _Pace()
+        budget_ms = self.inline_wait_s * 1000.0
+        if not pace.inline or not timer.usable():
+            call = await self._pooled(predictor, rows, self.challenger_timeout_s)
+            if call.error_kind != "overloaded":
+                pace.pooled(call.latency_ms, budget_ms)
+            return call
+        started = time.perf_counter()
+        cap_s = min(self.inline_wait_s * INLINE_CAP_BUDGETS, self.challenger_timeout_s)
+        call = timer.call(self.inline_wait_s, cap_s, self._inline, predictor, rows)
+        if call is not _UNSET:
+            pace.answered_inline()
+            return call
+        pace.over_budget()
+        spent = time.perf_counter() - started
+        log.info(
+            "challenger %s ran over its %.0f ms inline budget: back to its thread for %d calls",
+            predictor.version,
+            budget_ms,
+            pace.needed,
+        )
+        call = await self._pooled(predictor, rows, max(0.0, self.challenger_timeout_s - spent))
+        if call.error_kind != "timeout":
+            call.latency_ms += spent * 1000.0
+        return call
+
+    async def _pooled(
+        self, predictor: Predictor, rows: Sequence[dict[str, Any]], timeout_s: float
+    ) -> _Call:
+        """Call ``predictor`` on a challenger thread, for at most ``timeout_s``.
 
         The event loop first simply waits for the thread, for at most ``inline_wait_s``,
-        as it would wait for a champion called inline: a challenger that answers in time
-        then costs what the champion would have cost. Letting the loop serve other requests
-        meanwhile instead makes the two threads trade the GIL at every release inside
-        numpy and pandas, which cost ~10% of throughput in ``serving_overhead.py``. A slower
-        call is awaited without blocking the loop, up to the timeout.
+        as it would wait for a champion called inline. Letting the loop serve other
+        requests meanwhile instead makes the two threads trade the GIL at every release
+        inside numpy and pandas, which cost ~10% of throughput in ``serving_overhead.py``.
+        A slower call is awaited without blocking the loop, up to the timeout.
         """
         future = self._submit(self._inline, predictor, rows)
         if future is None:
             return self._busy()
+        wait = min(self.inline_wait_s, timeout_s)
         try:
-            return future.result(timeout=self.inline_wait_s)
+            return future.result(timeout=wait)
         except FutureTimeout:
             pass
-        remaining = max(0.0, self.challenger_timeout_s - self.inline_wait_s)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), remaining)
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s - wait)
         except TimeoutError:
             future.cancel()  # if it has not started; a running call is abandoned
             return self._timeout()

@@ -92,6 +92,7 @@ def build_serving(settings: Settings, with_metrics: bool = True) -> Serving:
         load_predictor=lambda version: registry.load_predictor(model, version),
         reconcile_interval_s=settings.reconcile_interval_s,
         challenger_timeout_s=settings.challenger_timeout_ms / 1000.0,
+        inline_calls=settings.challenger_inline,
         observer=metrics,
         on_tick=on_tick,
     )

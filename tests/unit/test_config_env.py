@@ -27,6 +27,7 @@ SAMPLES: Mapping[str, str] = {
     "WEBHOOK_URLS": "https://hooks.example/modelcanary",
     "SERVING_WORKERS": "2",
     "CHALLENGER_TIMEOUT_MS": "150",
+    "CHALLENGER_INLINE": "false",
     "MAX_REQUEST_BYTES": "2048",
     "MAX_HEADER_BYTES": "8192",
     "MAX_HEADERS": "50",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from modelcanary.events import Action, Arm, DecisionEvent, Mode, PredictionEvent
 from modelcanary.policy import Policy, Step
 from modelcanary.rollout import apply_action, new_rollout
 from modelcanary.rollout_store import ModelSnapshot
-from modelcanary.router import BatchRow, ModelRouter, ServingSnapshot
+from modelcanary.router import FAST_CALLS, INLINE_TIMER, BatchRow, ModelRouter, ServingSnapshot
 from modelcanary.routing import RoutingTable
 from modelcanary.validation import InputSchema
 
@@ -33,9 +34,11 @@ class StandIn:
         self.fail = fail
         self.delay_s = delay_s
         self.calls = 0
+        self.threads: list[int] = []
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, float | None]]:
         self.calls += 1
+        self.threads.append(threading.get_ident())
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail is not None:
@@ -209,3 +212,125 @@ def test_follow_rereads_the_registry_until_the_decision_is_applied() -> None:
     assert not router.follow(never, poll_s=0.01, max_s=0.2)
     assert time.monotonic() - started < 1.0
     router.stop()
+
+
+MAIN = threading.main_thread().ident
+
+
+def _warm_up(router: ModelRouter) -> list[Any]:
+    """Enough fast canary calls for the challenger to be called on the loop's thread."""
+
+    async def calls() -> list[Any]:
+        return [await router.predict(FEATURES) for _ in range(FAST_CALLS + 3)]
+
+    return asyncio.run(calls())
+
+
+def test_a_fast_challenger_is_called_on_the_loops_thread_once_it_has_been_fast() -> None:
+    recorder = Recorder()
+    challenger = StandIn("2")
+    router = _router(StandIn("1"), challenger, CANARY_ALL, recorder)
+    answers = _warm_up(router)
+    assert {a.version for a in answers} == {"2"}
+    assert MAIN not in challenger.threads[:FAST_CALLS]  # a pool thread first
+    assert challenger.threads[-3:] == [MAIN] * 3
+    router.stop()
+
+
+def test_a_challenger_that_turns_slow_on_the_loops_thread_is_still_timed_out() -> None:
+    recorder = Recorder()
+    challenger = StandIn("2")
+    router = _router(StandIn("1"), challenger, CANARY_ALL, recorder, timeout_s=0.1)
+    _warm_up(router)
+    challenger.delay_s = 1.0  # a sleep waits, it does not compute: cut at the cap (20 ms)
+    calls_before = challenger.calls
+    started = time.perf_counter()
+    answer = asyncio.run(router.predict(FEATURES))
+    assert time.perf_counter() - started < 0.4
+    assert (answer.version, answer.arm) == ("1", Arm.CHAMPION)
+    failed = recorder.events[-2]
+    assert failed.arm is Arm.CHALLENGER and not failed.served
+    assert failed.error is not None and failed.error.startswith("timeout")
+    # interrupted on the loop's thread, then tried again on a pool thread
+    assert challenger.calls == calls_before + 2
+    assert challenger.threads[-2] == MAIN and challenger.threads[-1] != MAIN
+    challenger.delay_s = 0.0
+    asyncio.run(router.predict(FEATURES))
+    assert challenger.threads[-1] != MAIN, "after a slow call it goes back to the pool"
+    router.stop()
+
+
+def test_a_call_over_the_inline_budget_is_answered_from_the_pool_within_the_timeout() -> None:
+    recorder = Recorder()
+    challenger = StandIn("2")
+    router = _router(StandIn("1"), challenger, CANARY_ALL, recorder, timeout_s=0.5)
+    _warm_up(router)
+    challenger.delay_s = 0.03
+    answer = asyncio.run(router.predict(FEATURES))
+    assert (answer.version, answer.arm) == ("2", Arm.CHALLENGER)
+    event = recorder.events[-1]
+    assert event.served and event.error is None
+    # what the user waited: the interrupted attempt (cut at 20 ms) and the whole second one
+    assert event.latency_ms >= 30.0 + 19.0
+    router.stop()
+
+
+def test_the_inline_timer_ignores_late_alarms_and_cannot_be_swallowed() -> None:
+    timer = INLINE_TIMER
+    assert timer.usable()
+    assert timer.call(0.5, 1.0, lambda: 42) == 42
+    signal.raise_signal(signal.SIGALRM)  # the alarm ringing just after: ignored
+
+    def swallowing() -> str:
+        try:
+            time.sleep(1.0)
+        except Exception:
+            return "swallowed"
+        return "slept"
+
+    started = time.perf_counter()
+    assert timer.call(0.01, 0.06, swallowing) not in ("swallowed", "slept")
+    waited = time.perf_counter() - started
+    assert 0.05 <= waited < 0.5, "a call that waits is interrupted at the cap, not the budget"
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(timer.usable()))
+    thread.start()
+    thread.join()
+    assert results == [False], "signals reach the main thread only"
+
+
+def test_the_inline_timer_interrupts_a_computing_call_after_its_cpu_budget() -> None:
+    def spin() -> str:
+        deadline = time.perf_counter() + 2.0
+        while time.perf_counter() < deadline:
+            pass
+        return "spun"
+
+    started = time.thread_time()
+    assert INLINE_TIMER.call(0.01, 1.0, spin) != "spun"
+    assert 0.009 <= time.thread_time() - started < 0.2
+
+
+def test_each_run_over_the_budget_doubles_the_fast_calls_wanted_before_inline_again() -> None:
+    from modelcanary.router import FORGIVE_AFTER, MAX_FAST_CALLS, _Pace
+
+    pace = _Pace()
+    for _ in range(FAST_CALLS - 1):
+        pace.pooled(1.0, 5.0)
+    pace.pooled(4.0, 5.0)  # between half the budget and the budget: does not count
+    assert not pace.inline
+    pace.pooled(1.0, 5.0)
+    assert pace.inline
+    pace.over_budget()
+    assert (pace.inline, pace.needed) == (False, 2 * FAST_CALLS)
+    for _ in range(2 * FAST_CALLS - 1):
+        pace.pooled(1.0, 5.0)
+    pace.pooled(6.0, 5.0)  # over the budget on the pool: start counting again
+    assert not pace.inline and pace.fast == 0
+    for _ in range(20):
+        pace.over_budget()
+    assert pace.needed == MAX_FAST_CALLS
+    pace.inline = True
+    for _ in range(FORGIVE_AFTER):
+        pace.answered_inline()
+    assert pace.needed == MAX_FAST_CALLS // 2

@@ -52,6 +52,7 @@ def component_env(settings: Settings, model: str | None = None) -> dict[str, str
             "MODELCANARY_SNAPSHOT_S": str(settings.snapshot_interval_s),
             "MODELCANARY_SERVING_WORKERS": str(settings.serving_workers),
             "MODELCANARY_CHALLENGER_TIMEOUT_MS": str(settings.challenger_timeout_ms),
+            "MODELCANARY_CHALLENGER_INLINE": str(settings.challenger_inline).lower(),
             "MODELCANARY_MAX_REQUEST_BYTES": str(settings.max_request_bytes),
             "MODELCANARY_MAX_BATCH_ROWS": str(settings.max_batch_rows),
             "MODELCANARY_SPOOL_MAX_BYTES": str(settings.spool_max_bytes),

@@ -31,6 +31,8 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_EVENT_DELIVERY_TIMEOUT_MS 5000       unacknowledged events after this are spooled
     MODELCANARY_STATE_KEY         (dev key)          secret that signs evaluator snapshots
     MODELCANARY_SNAPSHOT_S        2.0                how often evaluators publish their state
+    MODELCANARY_EVIDENCE_TTL_S    604800             evaluators forget a rollout no event reached
+                                                     for this long (a week)
     MODELCANARY_SERVING_URL       http://127.0.0.1:3000  replica the `rollout` CLI talks to
 """
 
@@ -78,6 +80,7 @@ ENV_VARS: tuple[str, ...] = tuple(
         "EVENT_DELIVERY_TIMEOUT_MS",
         "STATE_KEY",
         "SNAPSHOT_S",
+        "EVIDENCE_TTL_S",
         "SERVING_URL",
     )
 )
@@ -149,6 +152,7 @@ class Settings:
     event_delivery_timeout_ms: int = 5_000
     state_key: str = "modelcanary-local-state-key"
     snapshot_interval_s: float = 2.0
+    evidence_ttl_s: float = 7 * 24 * 3600.0
     serving_url: str = "http://127.0.0.1:3000"
 
     def __post_init__(self) -> None:
@@ -160,6 +164,8 @@ class Settings:
             raise ConfigError(f"partitions: {self.partitions} must be at least 1")
         if self.snapshot_interval_s <= 0:
             raise ConfigError("snapshot_interval_s: must be > 0 seconds")
+        if self.evidence_ttl_s <= 0:
+            raise ConfigError("evidence_ttl_s (MODELCANARY_EVIDENCE_TTL_S): must be > 0 seconds")
         if self.reconcile_interval_s <= 0:
             raise ConfigError("reconcile_interval_s: must be > 0 seconds")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
@@ -312,5 +318,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         state_key=_str(env, "STATE_KEY") or defaults.state_key,
         snapshot_interval_s=_float(env, "SNAPSHOT_S", defaults.snapshot_interval_s),
+        evidence_ttl_s=_float(env, "EVIDENCE_TTL_S", defaults.evidence_ttl_s),
         serving_url=_str(env, "SERVING_URL") or defaults.serving_url,
     )

@@ -397,7 +397,10 @@ class EvaluatorWorker:
         except BaseException:
             self.consumer.close()
             raise
-        self.evaluator = Evaluator(self.topics, self.publisher, worker=self.worker_id)
+        self.evaluator = Evaluator(
+            self.topics, self.publisher, worker=self.worker_id,
+            evidence_ttl_s=settings.evidence_ttl_s,
+        )  # fmt: skip
         try:
             self._state_producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap.split(","),

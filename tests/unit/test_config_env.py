@@ -36,6 +36,7 @@ SAMPLES: Mapping[str, str] = {
     "EVENT_DELIVERY_TIMEOUT_MS": "1000",
     "STATE_KEY": "a-real-secret",
     "SNAPSHOT_S": "0.5",
+    "EVIDENCE_TTL_S": "86400",
     "SERVING_URL": "http://serving:3000",
 }
 

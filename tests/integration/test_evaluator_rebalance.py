@@ -35,6 +35,7 @@ from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
 from modelcanary.infra.topics import ensure_topics
 from modelcanary.judge import RolloutEvidence
 from modelcanary.kafka_io import EventPublisher
+from tests.integration.canary_events import canary_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,17 +49,7 @@ CHUNK_PAUSE_S = 0.3
 
 def stream(seed: int = 5) -> list[PredictionEvent | OutcomeEvent]:
     rng = random.Random(seed)
-    out: list[PredictionEvent | OutcomeEvent] = []
-    for i in range(REQUESTS):
-        arm = Arm.CHALLENGER if rng.random() < 0.3 else Arm.CHAMPION
-        label = rng.randrange(2)
-        correct = rng.random() < (0.85 if arm is Arm.CHALLENGER else 0.95)
-        out.append(PredictionEvent(
-            model="m", request_id=f"req-{i}", version="2" if arm is Arm.CHALLENGER else "1",
-            arm=arm, mode=Mode.CANARY, served=True, prediction=label if correct else 1 - label,
-            latency_ms=rng.uniform(1, 4), rollout_id=ROLLOUT, step=0, traffic_fraction=0.3,
-        ))  # fmt: skip
-        out.append(OutcomeEvent(model="m", request_id=f"req-{i}", label=label))
+    out = canary_events(rng, REQUESTS, ROLLOUT)
     # Locally shuffled: outcomes often before their predictions, never far from them.
     for start in range(0, len(out), 200):
         window = out[start : start + 200]

@@ -20,13 +20,14 @@ import pytest
 
 from modelcanary.config import Settings, Topics
 from modelcanary.evaluator_worker import read_latest_snapshots
-from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent
+from modelcanary.events import OutcomeEvent, PredictionEvent
 from modelcanary.infra.topics import ensure_topics
 from modelcanary.judging import JudgeLoop
 from modelcanary.kafka_io import EventPublisher
 from modelcanary.launch import Component, start_worker
 from modelcanary.policy import default_policy
 from modelcanary.rollout import new_rollout
+from tests.integration.canary_events import canary_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,18 +40,7 @@ POLICY = dataclasses.replace(
 
 def events(seed: int = 7) -> list[PredictionEvent | OutcomeEvent]:
     rng = random.Random(seed)
-    out: list[PredictionEvent | OutcomeEvent] = []
-    for i in range(REQUESTS):
-        arm = Arm.CHALLENGER if rng.random() < 0.3 else Arm.CHAMPION
-        label = rng.randrange(2)
-        correct = rng.random() < (0.85 if arm is Arm.CHALLENGER else 0.95)
-        out.append(PredictionEvent(
-            model="m", request_id=f"req-{i}", version="2" if arm is Arm.CHALLENGER else "1",
-            arm=arm, mode=Mode.CANARY, served=True, prediction=label if correct else 1 - label,
-            score=None, latency_ms=rng.uniform(1, 4), unit_id=None, rollout_id="ro", step=0,
-            traffic_fraction=0.3,
-        ))  # fmt: skip
-        out.append(OutcomeEvent(model="m", request_id=f"req-{i}", label=label))
+    out = canary_events(rng, REQUESTS, "ro")
     rng.shuffle(out)  # outcomes before predictions, and late ones
     return out
 

@@ -31,6 +31,11 @@ from modelcanary.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
+#: Requests a batch completes are observed in runs of this many rather than all at its
+#: end: by the end of a batch of thousands, the first ones completed have left the CPU's
+#: caches, and observing them (then freeing them) cost ~0.5 us a record more.
+OBSERVE_EVERY = 256
+
 
 class Publisher(Protocol):
     def publish(self, topic: str, event: Any) -> None: ...
@@ -212,8 +217,9 @@ class Evaluator:
 
     def _take_predictions(self, state: PartitionState, batch: _Batch, now: float) -> None:
         """Decode, join and observe a batch of predictions. Requests the batch completes
-        are observed at its end (their statistics are not the predictions' own, so the
-        order between the two does not matter), even if a record raises on the way."""
+        are observed by runs of :data:`OBSERVE_EVERY` and at its end (their statistics are
+        not the predictions' own, so the order between the two does not matter), even if
+        a record raises on the way."""
         topic = batch.topic
         replay_until = state.replay_until.get(topic, 0)
         next_offset = state.next_offsets.get(topic, 0)
@@ -238,6 +244,9 @@ class Evaluator:
                         self._dead_letter(batch, offset, value, exc)
                     continue
                 fresh = take(event, now, (topic, offset), replay, joined)
+                if len(joined) >= OBSERVE_EVERY:
+                    self._observe(state, joined)
+                    joined.clear()
                 if replay:
                     replayed += 1
                 elif not fresh:
@@ -291,6 +300,9 @@ class Evaluator:
                 else:
                     outcomes += 1
                 take(event, now, (topic, offset), replay, joined)
+                if len(joined) >= OBSERVE_EVERY:
+                    self._observe(state, joined)
+                    joined.clear()
         finally:
             if joined:
                 self._observe(state, joined)

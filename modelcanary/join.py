@@ -25,15 +25,41 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent, PredictionWire
+from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent, PredictionFields
 
 Origin = tuple[str, int]
 _ARMS = len(Arm)
 _SHADOW = Mode.SHADOW  # a global: Mode.SHADOW is a slower lookup through the enum class
-_replace = msgspec.structs.replace
+#: Most distinct model names, versions and rollout ids a joiner shares before it starts over.
+_MAX_SHARED_STRINGS = 10_000
+
+
+class JoinedPrediction(msgspec.Struct, frozen=True, gc=False):
+    """What a join keeps of a prediction event: the fields read once its outcome is here
+    (:mod:`modelcanary.judge.clean`, the evaluator), with the attribute names of
+    :class:`~modelcanary.events.PredictionEvent`.
+
+    An open join waits for thousands of other events; by then whatever it holds has
+    left the CPU's caches, and every object it keeps is a cache miss to read and to
+    free. The whole event (ids, timestamp, unit, latency, a dozen objects) is freed
+    while still in cache; its model, version and rollout id are shared with the
+    other joins of the same rollout.
+    """
+
+    model: str
+    version: str
+    arm: Arm
+    mode: Mode
+    served: bool
+    prediction: Any = None
+    score: float | None = None
+    error: str | None = None
+    rollout_id: str | None = None
+    step: int | None = None
 
 
 class JoinedRequest:
@@ -47,7 +73,7 @@ class JoinedRequest:
     def __init__(
         self,
         request_id: str,
-        predictions: dict[Arm, PredictionEvent],
+        predictions: dict[Arm, JoinedPrediction | PredictionFields],
         outcome: OutcomeEvent | None,
     ) -> None:
         self.request_id = request_id
@@ -59,10 +85,10 @@ class JoinedRequest:
         return next(iter(self.predictions.values())).mode
 
     @property
-    def served(self) -> PredictionEvent | None:
+    def served(self) -> JoinedPrediction | PredictionFields | None:
         return next((p for p in self.predictions.values() if p.served), None)
 
-    def prediction_of(self, arm: Arm) -> PredictionEvent | None:
+    def prediction_of(self, arm: Arm) -> JoinedPrediction | PredictionFields | None:
         return self.predictions.get(arm)
 
     def __repr__(self) -> str:
@@ -72,7 +98,8 @@ class JoinedRequest:
 
 class _Pending(JoinedRequest):
     """An open join; once finished it is handed out as the :class:`JoinedRequest` itself
-    (no copy: it is out of the joiner by then). Predictions are kept without features."""
+    (no copy: it is out of the joiner by then). Predictions are kept as
+    :class:`JoinedPrediction`."""
 
     __slots__ = ("first_seen", "origins", "replayed_only")
 
@@ -130,6 +157,7 @@ class Joiner:
         self._open: OrderedDict[str, _Pending] = OrderedDict()
         self._done: set[int] = set()  # hashes of the ids of finished requests
         self._done_order: deque[int] = deque()  # the same, oldest first
+        self._shared: dict[str, str] = {}  # one object per model name, version, rollout id
         self.counters = JoinCounters()
 
     @property
@@ -138,7 +166,7 @@ class Joiner:
 
     def add_prediction(
         self,
-        event: PredictionEvent,
+        event: PredictionFields,
         now: float,
         origin: Origin | None = None,
         replay: bool = False,
@@ -160,7 +188,7 @@ class Joiner:
 
     def take_prediction(
         self,
-        event: PredictionEvent,
+        event: PredictionFields,
         now: float,
         origin: Origin | None,
         replay: bool,
@@ -184,13 +212,7 @@ class Joiner:
             self.counters.duplicates += not replay
             self._evict(now, out)
             return False
-        # Features were already observed with the prediction; a join does not need them.
-        if event.features is not None:
-            if type(event) is PredictionWire:  # without_features(), without the call
-                event = _replace(event, features=None)
-            else:
-                event = event.without_features()
-        pending.predictions[event.arm] = event
+        pending.predictions[event.arm] = self._joined(event)
         if origin is not None:
             pending.origins.append(origin)
         if not replay:
@@ -202,6 +224,24 @@ class Joiner:
         if len(open_) > self.max_open:
             self._evict(now, out)
         return True
+
+    def _joined(self, event: PredictionFields) -> JoinedPrediction:
+        shared = self._shared
+        if len(shared) > _MAX_SHARED_STRINGS:
+            shared.clear()
+        model, version, rollout_id = event.model, event.version, event.rollout_id
+        return JoinedPrediction(
+            shared.setdefault(model, model),
+            shared.setdefault(version, version),
+            event.arm,
+            event.mode,
+            event.served,
+            event.prediction,
+            event.score,
+            event.error,
+            rollout_id if rollout_id is None else shared.setdefault(rollout_id, rollout_id),
+            event.step,
+        )
 
     def take_outcome(
         self,

@@ -9,23 +9,14 @@ k: merging two samples equals one pass over the union, exactly, whatever the ord
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from modelcanary.stats.stable_hash import stable_hash
 
-def sample_key(item_id: str) -> int:
-    """The 64-bit hash that orders items (the same for every process, so samples merge):
-    BLAKE2b with an 8-byte digest of the id's UTF-8 bytes, big-endian."""
-    # Copying a blank hasher is a third cheaper than making one (no parameters to parse),
-    # and gives the same digest.
-    h = _BLANK.copy()
-    h.update(item_id.encode())
-    return int.from_bytes(h.digest(), "big")
-
-
-_BLANK = hashlib.blake2b(digest_size=8)
+#: The 64-bit hash that orders items (the same for every process, so samples merge).
+sample_key = stable_hash
 _key = sample_key
 _ABOVE_ALL = 1 << 64  # above every 64-bit key
 

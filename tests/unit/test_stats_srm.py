@@ -3,11 +3,11 @@ mergeable unit counting."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
@@ -83,8 +83,7 @@ def test_ratio_counts_merge_equals_one_pass(evs: list[tuple[bool, str | None]], 
 
 
 @given(st.text(max_size=40))
-def test_unit_hash_is_blake2b_64_whether_memoised_or_not(unit_id: str) -> None:
-    """The contract between workers: BLAKE2b, 8-byte digest, big-endian."""
-    digest = hashlib.blake2b(unit_id.encode(), digest_size=8).digest()
-    assert unit_hash(unit_id) == unit_hash(unit_id) == int.from_bytes(digest, "big")
-    assert unit_hash("u1") == 0x92994D683F4E6AD5  # pinned, as every worker computes it
+def test_unit_hash_is_xxh3_64_of_the_utf8_bytes(unit_id: str) -> None:
+    """The contract between workers: XXH3-64, seed 0, of the id's UTF-8 bytes."""
+    assert unit_hash(unit_id) == xxhash.xxh3_64_intdigest(unit_id.encode()) < 2**64
+    assert unit_hash("u1") == 0x9DC02546854D5DF1  # pinned, as every worker computes it

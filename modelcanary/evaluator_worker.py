@@ -121,12 +121,12 @@ def read_latest_snapshots(
 #: librdkafka settings of the evaluator's consumer, tuned for throughput with bounded
 #: memory; ``benchmarks/evaluator_throughput.py`` measures raw consumption and the
 #: evaluator with these same settings. ``queued.max.messages.kbytes`` caps what the
-#: fetcher threads hold pre-fetched for the whole consumer (4 MiB of records, plus up to
-#: one fetch of at most 2 MiB): catching up on 3 x 10^5 requests, an evaluator peaked at
-#: 208-216 MB with 16 MiB and 8 MiB fetches, at 171-172 MB with these, at the same rate
-#: (6 x 10^4 records/s on a busy machine). When the cap is reached,
-#: librdkafka postpones the next fetch by ``fetch.queue.backoff.ms``: at its default
-#: (1 s) a worker catching up waited for records most of the time (3.5 x 10^4
+#: fetcher threads hold pre-fetched for the whole consumer (8 MiB of records, plus up to
+#: one fetch of at most 2 MiB): at 1.6 x 10^5 records/s (~100 MB/s) 4 MiB lasted less
+#: than a fetch round after the backoff, and the evaluator waited for records 0.3-0.7 us
+#: a record; with 8 MiB, 0.03 (16 MiB fetches only held more memory). When the cap is
+#: reached, librdkafka postpones the next fetch by ``fetch.queue.backoff.ms``: at its
+#: default (1 s) a worker catching up waited for records most of the time (3.5 x 10^4
 #: records/s, against 9 x 10^4 at 20 ms). A paused partition's pre-fetched records are
 #: dropped and fetched again on resume (:class:`TopicAligner`), so pausing holds no
 #: memory. ``fetch.wait.max.ms`` is how long the broker may hold a fetch that finds
@@ -136,7 +136,7 @@ CONSUMER_FETCH: dict[str, int] = {
     "fetch.wait.max.ms": 100,
     "fetch.max.bytes": 2 * 1024 * 1024,
     "max.partition.fetch.bytes": 512 * 1024,
-    "queued.max.messages.kbytes": 4 * 1024,
+    "queued.max.messages.kbytes": 8 * 1024,
     "fetch.queue.backoff.ms": 20,
 }
 #: Most records one :func:`poll_into` takes from the consumer.
@@ -173,8 +173,10 @@ Key = tuple[str, int]
 Batches = dict[Key, list[Message]]
 
 #: How far (record timestamps) one topic of a partition number may run ahead of the other
-#: while the other still has records to read.
-MAX_TOPIC_LEAD_MS = 1_000
+#: while the other still has records to read. Each pause drops what was pre-fetched for
+#: the paused partition; 3 s rather than 1 s halved the pauses of a worker catching up
+#: (20 against 45 over 4 x 10^5 records) for ~30% more open joins.
+MAX_TOPIC_LEAD_MS = 3_000
 #: A partition paused this long while its partner delivered nothing is resumed, and not
 #: paused again for as long (a safety net: the partner should be delivering).
 ALIGNMENT_GIVE_UP_S = 30.0

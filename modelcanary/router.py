@@ -45,7 +45,7 @@ from modelcanary.errors import (
     NotReadyError,
     PredictionError,
 )
-from modelcanary.events import Arm, DecisionEvent, Mode, OutcomeEvent, PredictionEvent
+from modelcanary.events import Arm, DecisionEvent, Mode, OutcomeEvent, new_prediction_event
 from modelcanary.rollout_store import ModelSnapshot
 from modelcanary.routing import RoutingTable
 from modelcanary.serving_metrics import CallObserver, NoMetrics
@@ -603,22 +603,22 @@ class ModelRouter:
         rollout_id = table.rollout_id
         self.publisher.publish(
             self.predictions_topic,
-            PredictionEvent(
-                model=self.model,
-                request_id=request_id,
-                version=predictor.version,
-                arm=arm,
-                mode=mode,
-                served=served and call.error is None,
-                prediction=prediction,
-                score=score,
-                latency_ms=call.latency_ms,
-                error=call.error,
-                unit_id=unit_id,
-                rollout_id=rollout_id,
-                step=table.step,
-                traffic_fraction=table.traffic_fraction if rollout_id is not None else None,
-                features=features if self.log_features else None,
+            new_prediction_event(
+                self.model,
+                request_id,
+                predictor.version,
+                arm,
+                mode,
+                served and call.error is None,
+                prediction,
+                score,
+                call.latency_ms,
+                call.error,
+                unit_id,
+                rollout_id,
+                table.step,
+                table.traffic_fraction if rollout_id is not None else None,
+                features if self.log_features else None,
             ),
         )
 

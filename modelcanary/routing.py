@@ -61,8 +61,14 @@ class RoutingTable:
         """Canary: a fraction of units is served by the challenger. Shadow: the champion
         serves everyone and a fraction of requests is mirrored to the challenger."""
         if not self.active:
-            return Route(Arm.CHAMPION, mirror_to_challenger=False)
-        arm = assign_arm(unit_key, self.rollout_id or "", self.traffic_fraction)
+            return _CHAMPION_ONLY
+        challenger = bucket_position(unit_key, self.rollout_id or "") < self.traffic_fraction
         if self.mode is Mode.SHADOW:
-            return Route(Arm.CHAMPION, mirror_to_challenger=arm is Arm.CHALLENGER)
-        return Route(arm, mirror_to_challenger=False)
+            return _MIRRORED if challenger else _CHAMPION_ONLY
+        return _CHALLENGER_ONLY if challenger else _CHAMPION_ONLY
+
+
+# The three routes there are, made once: route() runs for every request.
+_CHAMPION_ONLY = Route(Arm.CHAMPION, mirror_to_challenger=False)
+_CHALLENGER_ONLY = Route(Arm.CHALLENGER, mirror_to_challenger=False)
+_MIRRORED = Route(Arm.CHAMPION, mirror_to_challenger=True)

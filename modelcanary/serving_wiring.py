@@ -45,6 +45,8 @@ class Serving:
     def stop(self, flush_s: float = 5.0) -> None:
         self.watcher.stop()
         self.router.stop()
+        if isinstance(self.metrics, ServingMetrics):
+            self.metrics.flush()  # the calls of the last tick
         self.publisher.close(flush_s)
 
 

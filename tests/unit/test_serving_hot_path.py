@@ -134,3 +134,39 @@ def test_predict_is_matched_before_the_admin_routes() -> None:
 
     names = list(ModelcanaryService.apis)
     assert names.index("predict") < min(i for i, n in enumerate(names) if n.startswith("rollout_"))
+
+
+def test_the_serving_path_builds_the_same_prediction_event_as_the_dataclass() -> None:
+    from modelcanary.events import new_prediction_event
+
+    fields: dict[str, Any] = {
+        "model": "m", "request_id": "r", "version": "2", "arm": Arm.CHALLENGER,
+        "mode": Mode.CANARY, "served": True, "prediction": 1, "score": 0.75,
+        "latency_ms": 0.5, "error": None, "unit_id": "u", "rollout_id": "ro", "step": 1,
+        "traffic_fraction": 0.25, "features": {"x": 1.0},
+    }  # fmt: skip
+    fast = new_prediction_event(**fields)
+    slow = PredictionEvent(**fields, event_id=fast.event_id, ts=fast.ts)
+    assert fast == slow and type(fast) is PredictionEvent
+    assert list(fast.__dict__) == list(slow.__dict__)  # the JSON's field order
+    assert encode_event(fast) == encode_event(slow)
+    assert fast.event_id != new_prediction_event(**fields).event_id
+
+
+def test_event_ids_are_uuid4_text_and_timestamps_rfc3339_utc() -> None:
+    import re
+    import uuid
+    from datetime import UTC, datetime
+
+    from modelcanary.events import new_event_id, utc_now
+
+    for _ in range(2000):
+        event_id = new_event_id()
+        parsed = uuid.UUID(event_id)
+        assert str(parsed) == event_id and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        before = datetime.now(UTC).timestamp()
+        ts = utc_now()
+        after = datetime.now(UTC).timestamp()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", ts)
+        assert before - 1e-6 <= datetime.fromisoformat(ts).timestamp() <= after + 1e-6

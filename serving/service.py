@@ -178,15 +178,21 @@ def _answer(answer: Any) -> PredictAnswer:
 
 
 class ServingMiddleware:
-    """``GET /healthz`` as JSON; request bodies above the limit get 413; fresh gauges on scrape."""
+    """Header limits (431, :mod:`serving.limits`); ``GET /healthz`` as JSON; request bodies
+    above the limit get 413; fresh gauges on scrape."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.max_bytes = SETTINGS.max_request_bytes
+        self.header_limits = HeaderLimitMiddleware(app, SETTINGS)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        refusal = self.header_limits.refusal(scope["headers"])  # before anything else
+        if refusal is not None:
+            await self.header_limits.refuse(send, refusal)
             return
         path, method = scope["path"], scope["method"]
         if path == "/healthz" and method == "GET":
@@ -200,30 +206,30 @@ class ServingMiddleware:
             if isinstance(serving.metrics, ServingMetrics):
                 serving.metrics.publisher(serving.publisher.stats())
         if method in ("POST", "PUT", "PATCH"):
-            receive = await self._limited(scope, receive, send)
-            if receive is None:
-                return
+            declared = _declared_length(scope["headers"])
+            if declared is None or not 0 <= declared <= self.max_bytes:  # else it fits
+                receive = await self._limited(declared, receive, send)
+                if receive is None:
+                    return
         await self.app(scope, receive, send)
 
-    async def _limited(self, scope: dict, receive: Any, send: Any) -> Any:
-        """``receive`` if the body fits (buffered when its length is not declared), else None."""
+    async def _limited(self, declared: int | None, receive: Any, send: Any) -> Any:
+        """``receive`` if the body fits (buffered when its length is not declared), else None
+        (answered). ``declared`` is the Content-Length: -1 if it is not a number."""
         too_large = {
             "error": f"request body larger than {self.max_bytes} bytes "
             "(MODELCANARY_MAX_REQUEST_BYTES); send fewer rows per call"
         }
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _json(send, 400, {"error": "invalid Content-Length header"})
-                    return None
-                if declared > self.max_bytes:
-                    if declared <= DRAIN_LIMIT_BYTES:
-                        await _drain(receive)  # so that the client reads the 413
-                    await _json(send, 413, too_large)
-                    return None
-                return receive
+        if declared is not None:
+            if declared < 0:
+                await _json(send, 400, {"error": "invalid Content-Length header"})
+                return None
+            if declared > self.max_bytes:
+                if declared <= DRAIN_LIMIT_BYTES:
+                    await _drain(receive)  # so that the client reads the 413
+                await _json(send, 413, too_large)
+                return None
+            return receive
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -248,6 +254,18 @@ class ServingMiddleware:
             return await receive()
 
         return replay
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The request's Content-Length; None if absent, -1 if it is not a number."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return -1
+            return declared if declared >= 0 else -1
+    return None
 
 
 async def _drain(receive: Any) -> None:
@@ -345,5 +363,4 @@ class ModelcanaryService(AdminEndpoints):
         self.serving.stop()
 
 
-ModelcanaryService.add_asgi_middleware(HeaderLimitMiddleware, settings=SETTINGS)  # runs first
 ModelcanaryService.add_asgi_middleware(ServingMiddleware)

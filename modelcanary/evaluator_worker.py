@@ -175,8 +175,9 @@ Batches = dict[Key, list[Message]]
 #: How far (record timestamps) one topic of a partition number may run ahead of the other
 #: while the other still has records to read. Each pause drops what was pre-fetched for
 #: the paused partition; 3 s rather than 1 s halved the pauses of a worker catching up
-#: (20 against 45 over 4 x 10^5 records) for ~30% more open joins.
-MAX_TOPIC_LEAD_MS = 3_000
+#: (20 against 45 over 4 x 10^5 records) for ~30% more open joins, a gain within the
+#: benchmark's noise once the pre-fetch queue was large enough: 1 s it stays.
+MAX_TOPIC_LEAD_MS = 1_000
 #: A partition paused this long while its partner delivered nothing is resumed, and not
 #: paused again for as long (a safety net: the partner should be delivering).
 ALIGNMENT_GIVE_UP_S = 30.0

@@ -29,7 +29,12 @@ def assign_arm(unit_key: str, salt: str, fraction: float) -> Arm:
     """The arm that serves ``unit_key`` when ``fraction`` of units go to the challenger."""
     if not 0.0 <= fraction <= 1.0:
         raise RoutingError(f"traffic fraction {fraction} is outside [0, 1]")
-    return Arm.CHALLENGER if bucket_position(unit_key, salt) < fraction else Arm.CHAMPION
+    return Arm.CHALLENGER if _to_challenger(unit_key, salt, fraction) else Arm.CHAMPION
+
+
+def _to_challenger(unit_key: str, salt: str, fraction: float) -> bool:
+    """The assignment rule itself (``fraction`` already checked): below it, the challenger."""
+    return bucket_position(unit_key, salt) < fraction
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ class RoutingTable:
         serves everyone and a fraction of requests is mirrored to the challenger."""
         if not self.active:
             return _CHAMPION_ONLY
-        challenger = bucket_position(unit_key, self.rollout_id or "") < self.traffic_fraction
+        # the table checked its fraction once: no need for assign_arm's check per request
+        challenger = _to_challenger(unit_key, self.rollout_id or "", self.traffic_fraction)
         if self.mode is Mode.SHADOW:
             return _MIRRORED if challenger else _CHAMPION_ONLY
         return _CHALLENGER_ONLY if challenger else _CHAMPION_ONLY

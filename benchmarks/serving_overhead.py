@@ -327,7 +327,7 @@ def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str
     from modelcanary.infra.processes import free_port, http_ok, start_detached, wait_until_ready
     from modelcanary.infra.topics import ensure_topics
     from modelcanary.launch import REPO_ROOT as ROOT
-    from modelcanary.launch import component_env, start_serving
+    from modelcanary.launch import bentoml_serve_command, component_env, start_serving
     from modelcanary.policy import Policy, Step
     from modelcanary.registry import Registry
 
@@ -359,8 +359,9 @@ def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str
     plain = base.with_overrides(model_name="bench-plain")
     port = free_port()
     log = root / "plain.log"
-    command = [sys.executable, "-m", "bentoml", "serve", "benchmarks.plain_service:PlainService",
-               "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]  # fmt: skip
+    command = bentoml_serve_command(
+        plain, "127.0.0.1", port, ROOT, service="benchmarks.plain_service:PlainService"
+    )
     env = component_env(plain) | {"BENTOML_HOME": str(root / "bentoml")}
     handle = start_detached(command, log_path=log, env=env, cwd=ROOT)
     handles.append(handle)

@@ -23,6 +23,9 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_CHALLENGER_INLINE true               a fast challenger is called on the request's
                                                      thread under a SIGALRM timer (false: always
                                                      on a thread of its own)
+    MODELCANARY_HTTP_KEEPALIVE_S  75                 idle client connections are closed after this
+                                                     (longer than clients' and load balancers' own
+                                                     idle timeouts, so that they close first)
     MODELCANARY_MAX_REQUEST_BYTES 1048576            larger request bodies get 413
     MODELCANARY_MAX_HEADER_BYTES  16384              larger request headers (names + values) get 431
     MODELCANARY_MAX_HEADERS       100                requests with more header fields get 431
@@ -72,6 +75,7 @@ ENV_VARS: tuple[str, ...] = tuple(
         "SERVING_WORKERS",
         "CHALLENGER_TIMEOUT_MS",
         "CHALLENGER_INLINE",
+        "HTTP_KEEPALIVE_S",
         "MAX_REQUEST_BYTES",
         "MAX_HEADER_BYTES",
         "MAX_HEADERS",
@@ -144,6 +148,7 @@ class Settings:
     serving_workers: int = 1
     challenger_timeout_ms: float = 200.0
     challenger_inline: bool = True
+    http_keepalive_s: int = 75
     max_request_bytes: int = 1_048_576
     max_header_bytes: int = 16_384
     max_headers: int = 100
@@ -184,8 +189,8 @@ class Settings:
 
     def _check_serving(self) -> None:
         at_least_one = (
-            "serving_workers", "max_request_bytes", "max_header_bytes", "max_headers",
-            "max_batch_rows",
+            "serving_workers", "http_keepalive_s", "max_request_bytes", "max_header_bytes",
+            "max_headers", "max_batch_rows",
         )  # fmt: skip
         for name in at_least_one:
             if getattr(self, name) < 1:
@@ -308,6 +313,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         serving_workers=_int(env, "SERVING_WORKERS", defaults.serving_workers),
         challenger_timeout_ms=_float(env, "CHALLENGER_TIMEOUT_MS", defaults.challenger_timeout_ms),
         challenger_inline=_bool(env, "CHALLENGER_INLINE", defaults.challenger_inline),
+        http_keepalive_s=_int(env, "HTTP_KEEPALIVE_S", defaults.http_keepalive_s),
         max_request_bytes=_int(env, "MAX_REQUEST_BYTES", defaults.max_request_bytes),
         max_header_bytes=_int(env, "MAX_HEADER_BYTES", defaults.max_header_bytes),
         max_headers=_int(env, "MAX_HEADERS", defaults.max_headers),

@@ -54,6 +54,7 @@ def component_env(settings: Settings, model: str | None = None) -> dict[str, str
             "MODELCANARY_SERVING_WORKERS": str(settings.serving_workers),
             "MODELCANARY_CHALLENGER_TIMEOUT_MS": str(settings.challenger_timeout_ms),
             "MODELCANARY_CHALLENGER_INLINE": str(settings.challenger_inline).lower(),
+            "MODELCANARY_HTTP_KEEPALIVE_S": str(settings.http_keepalive_s),
             "MODELCANARY_MAX_REQUEST_BYTES": str(settings.max_request_bytes),
             "MODELCANARY_MAX_BATCH_ROWS": str(settings.max_batch_rows),
             "MODELCANARY_SPOOL_MAX_BYTES": str(settings.spool_max_bytes),
@@ -64,6 +65,27 @@ def component_env(settings: Settings, model: str | None = None) -> dict[str, str
             "PYTHONUNBUFFERED": "1",
         }
     )
+
+
+def bentoml_serve_command(
+    settings: Settings,
+    host: str,
+    port: int,
+    working_dir: Path,
+    service: str = "serving.service:ModelcanaryService",
+) -> list[str]:
+    """The ``bentoml serve`` command line of ``service`` (default: the modelcanary service).
+
+    uvicorn closes idle connections after 5 s by default, which is also httpx's idle
+    expiry: a client that reuses a connection just as the server closes it gets a reset
+    (``httpx.ReadError``) for a request the server never read. The server therefore keeps
+    idle connections longer than its clients do (``MODELCANARY_HTTP_KEEPALIVE_S``).
+    """
+    return [
+        sys.executable, "-m", "bentoml", "serve", service,
+        "--host", host, "--port", str(port), "--working-dir", str(working_dir),
+        "--timeout-keep-alive", str(settings.http_keepalive_s),
+    ]  # fmt: skip
 
 
 def start_serving(
@@ -80,10 +102,7 @@ def start_serving(
     if workers is not None:
         settings = settings.with_overrides(serving_workers=workers)
     log = settings.data_dir / "logs" / f"serving-{port}.log"
-    command = [
-        sys.executable, "-m", "bentoml", "serve", "serving.service:ModelcanaryService",
-        "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(REPO_ROOT),
-    ]  # fmt: skip
+    command = bentoml_serve_command(settings, "127.0.0.1", port, REPO_ROOT)
     process = start_detached(
         command, log_path=log, env=component_env(settings, model), cwd=REPO_ROOT
     )

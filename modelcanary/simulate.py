@@ -107,7 +107,7 @@ class TrafficSimulator:
                 body = response.json()
             except (httpx.HTTPError, ValueError) as exc:
                 self.stats.failed += 1
-                self.stats.record_error(f"predict: {exc}")
+                self.stats.record_error(f"predict: {_describe(exc)}")
                 continue
             self.stats.ok += 1
             version = str(body.get("version"))
@@ -132,4 +132,10 @@ class TrafficSimulator:
             self.stats.feedback_sent += 1
         except httpx.HTTPError as exc:
             self.stats.feedback_failed += 1
-            self.stats.record_error(f"feedback: {exc}")
+            self.stats.record_error(f"feedback: {_describe(exc)}")
+
+
+def _describe(exc: Exception) -> str:
+    """The error's type and message: httpx timeouts and resets have an empty message."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from rich.logging import RichHandler
 from modelcanary.cli.app import app, console
 from modelcanary.config import load_settings
 from modelcanary.errors import ConfigError
+from modelcanary.launch import bentoml_serve_command
 
 
 def _logging(verbose: bool) -> None:
@@ -111,19 +111,7 @@ def serve(
     env["MODELCANARY_KAFKA_BOOTSTRAP"] = settings.resolved_kafka_bootstrap()
     env["MODELCANARY_MLFLOW_URI"] = settings.resolved_mlflow_uri()
     env.setdefault("BENTOML_HOME", str(settings.data_dir / "bentoml"))
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:ModelcanaryService",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--working-dir",
-        str(serving_dir()),
-    ]
+    command = bentoml_serve_command(settings, host, port, serving_dir())
     console.print(f"serving {env['MODELCANARY_MODEL']} on http://{host}:{port}")
     # Replace this process so that SIGTERM (docker stop, systemd) reaches bentoml itself
     # and its shutdown hook flushes pending events.

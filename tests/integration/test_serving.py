@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 import uuid
 from collections.abc import Iterator
@@ -94,6 +95,23 @@ def test_bad_input_gets_a_400_that_names_the_field(stack: Stack) -> None:
     assert "mean_radius" in response.text and "colour" in response.text
     assert stack.client.post("/predict", json={"feature": {}}).status_code == 400
     assert stack.client.post("/feedback", json={"request_id": "x"}).status_code == 400
+
+
+def test_an_idle_connection_outlives_the_clients_own_idle_expiry(stack: Stack) -> None:
+    """uvicorn's default (5 s) equals httpx's idle expiry: reusing a connection as the
+    server closed it got a reset for a request the server never read (a flaky demo run)."""
+    host, port = (stack.serving.url or "").removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read() and connection.sock is not None
+        first_socket = connection.sock
+        time.sleep(6.0)  # beyond uvicorn's 5 s default, within MODELCANARY_HTTP_KEEPALIVE_S
+        connection.request("GET", "/healthz")  # RemoteDisconnected if the server closed it
+        assert connection.getresponse().status == 200
+        assert connection.sock is first_socket
+    finally:
+        connection.close()
 
 
 def test_healthz_reports_the_split(stack: Stack) -> None:

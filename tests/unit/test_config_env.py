@@ -28,6 +28,7 @@ SAMPLES: Mapping[str, str] = {
     "SERVING_WORKERS": "2",
     "CHALLENGER_TIMEOUT_MS": "150",
     "CHALLENGER_INLINE": "false",
+    "HTTP_KEEPALIVE_S": "30",
     "MAX_REQUEST_BYTES": "2048",
     "MAX_HEADER_BYTES": "8192",
     "MAX_HEADERS": "50",

@@ -1,28 +1,35 @@
 """Deterministic traffic assignment: the same unit always lands on the same arm.
 
 A unit key (the unit id when the caller gives one, else the request id) and the
-rollout's salt are hashed with SHA-256; the first 64 bits, divided by 2**64, give a
-uniform position ``u`` in [0, 1). The unit goes to the challenger iff ``u < fraction``.
+rollout's salt are hashed with XXH3-64; the hash divided by 2**64 gives a uniform
+position ``u`` in [0, 1). The unit goes to the challenger iff ``u < fraction``.
 So fraction 0 never picks the challenger and fraction 1 always does, raising the
 fraction only moves units from champion to challenger (never back), and a new salt
 (a new rollout) reshuffles everyone independently of the previous rollout.
+
+Every request is routed, so the hash is XXH3 (one small C call) rather than SHA-256:
+through OpenSSL 3, SHA-256 of a few dozen bytes cost 2.3 us next to a model call (its
+code and tables cold in the caches) against 0.8 us. Nothing here needs a cryptographic
+hash: the salt is not secret, and units only need to be spread evenly. Changing the
+hash reassigns units, so replicas of one rollout must all run the same version.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+
+from xxhash import xxh3_64_intdigest
 
 from modelcanary.errors import RoutingError
 from modelcanary.events import Arm, Mode
 
-_SCALE = float(2**64)
+_UNIT = 2.0**-53
 
 
 def bucket_position(unit_key: str, salt: str) -> float:
-    """Uniform position in [0, 1) of ``unit_key`` for this salt."""
-    digest = hashlib.sha256(f"{salt}\x1f{unit_key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / _SCALE
+    """Uniform position in [0, 1) of ``unit_key`` for this salt: the hash's top 53 bits
+    (a float's precision, so that no hash rounds up to 1.0) times 2**-53."""
+    return (xxh3_64_intdigest(f"{salt}\x1f{unit_key}".encode()) >> 11) * _UNIT
 
 
 def assign_arm(unit_key: str, salt: str, fraction: float) -> Arm:

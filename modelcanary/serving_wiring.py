@@ -21,10 +21,11 @@ from modelcanary.router import ModelRouter
 from modelcanary.serving_metrics import CallObserver, NoMetrics, ServingMetrics
 from modelcanary.spool import DiskSpool
 
-#: How long the sender waits to batch events. A round costs a Kafka round trip and about
-#: 0.5 ms of CPU under the GIL whatever its size (kafka-python is pure Python), so rare,
-#: large rounds are what keep logging cheap: at 20 ms an event cost ~200 us of CPU at 300
-#: requests/s, at 200 ms ~45 us. Events reach Kafka at most this much later.
+#: How long the sender waits to batch events. Each round wakes the sender thread, which
+#: then takes the GIL from the thread that answers requests, and waits for the broker's
+#: acknowledgement: rare, large rounds keep logging cheap. (Measured with the earlier
+#: pure-Python producer: at 20 ms an event cost ~200 us of CPU at 300 requests/s, at 200
+#: ms ~45 us.) Events reach Kafka at most this much later.
 SERVING_LINGER_MS = 200
 TOPIC_TIMEOUT_S = 5.0
 

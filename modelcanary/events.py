@@ -318,11 +318,35 @@ def to_dict(event: Event) -> dict[str, Any]:
 
 
 def encode(event: Event) -> bytes:
-    """Serialise an event to compact UTF-8 JSON (NaN is not valid JSON and is refused)."""
+    """Serialise an event to compact JSON (ASCII, non-ASCII escaped).
+
+    JSON has no NaN or infinities: they are written as null. A NaN feature is how a
+    request says an optional value is missing (the signature allows it), and refusing to
+    encode its event would leave that request out of the evidence without a trace.
+    """
+    fields = to_dict(event)
     try:
-        return json.dumps(to_dict(event), separators=(",", ":"), allow_nan=False).encode()
+        try:
+            return _json_bytes(fields)
+        except ValueError:  # a non-finite float (anything else fails again below)
+            return _json_bytes(_non_finite_as_null(fields))
     except (TypeError, ValueError) as exc:
         raise EventError(f"{type(event).__name__} is not JSON-serialisable: {exc}") from exc
+
+
+def _json_bytes(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _non_finite_as_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _non_finite_as_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_non_finite_as_null(v) for v in value]
+    return value
 
 
 def _load(raw: bytes | None) -> dict[str, Any]:

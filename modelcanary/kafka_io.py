@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-import ujson
+import msgspec
 from confluent_kafka import KafkaError as ProducerError
 from confluent_kafka import KafkaException, Producer
 from kafka import KafkaConsumer, TopicPartition
@@ -88,17 +88,21 @@ def _unavailable(bootstrap: str, exc: Exception) -> BrokerUnavailableError:
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
+_JSON = msgspec.json.Encoder()
+
+
 def encode_event(event: Event) -> bytes:
     """The JSON of :func:`modelcanary.events.encode`, about 5x faster for flat events.
 
     ``events.encode`` goes through ``dataclasses.asdict``, which deep-copies every nested
     value, and the ``json`` module, whose float formatting costs ~0.4 us a number (a
     prediction event carries every feature). Here the event's own attribute dict (our
-    events' fields are JSON values already) goes to ujson with the same options: compact,
-    ASCII escapes, NaN and infinities refused. The result decodes to the same values; the
-    bytes differ only where a float needs an exponent (ujson writes ``1e-5``, json
-    ``1e-05``). Whatever ujson refuses (a nested dataclass, a NaN) goes to
-    ``events.encode``, which serialises it or raises :class:`EventError`.
+    events' fields are JSON values already) goes to msgspec. The result decodes to the
+    same values, NaN and infinities written as null as there; the bytes differ where
+    ``json`` escapes non-ASCII (msgspec writes UTF-8) and in float notation (``1e16``
+    for ``1e+16``, ``0.00001`` for ``1e-05``). Whatever msgspec refuses (a nested
+    dataclass, a lone surrogate) goes to ``events.encode``, which serialises it or
+    raises :class:`EventError`.
     """
     names = _FIELD_NAMES.get(type(event))
     if names is None:
@@ -107,7 +111,7 @@ def encode_event(event: Event) -> bytes:
     if fields is None or len(fields) != len(names):  # slots, or attributes beyond the fields
         fields = {name: getattr(event, name) for name in names}
     try:
-        return ujson.dumps(fields, escape_forward_slashes=False, allow_nan=False).encode()
+        return _JSON.encode(fields)
     except (TypeError, ValueError, OverflowError):
         return encode(event)
 

@@ -96,9 +96,10 @@ def test_missing_and_mistyped_fields_are_named() -> None:
         decode_prediction(json.dumps(obj).encode())
 
 
-def test_non_finite_numbers_are_refused() -> None:
-    with pytest.raises(EventError):
-        encode(prediction(score=float("nan")))
+def test_non_finite_numbers_are_written_as_null_and_bad_kpis_refused() -> None:
+    encoded = encode(prediction(score=float("nan")))
+    assert json.loads(encoded)["score"] is None
+    assert decode_prediction(encoded).score is None
     obj = json.loads(encode(OutcomeEvent(model="m", request_id="r", kpis={"x": 1.0})))
     obj["kpis"]["x"] = "lots"
     with pytest.raises(EventError, match="kpi"):

@@ -1,7 +1,7 @@
 """What the per-request path was made cheaper with keeps its meaning.
 
-- the publisher's encoder (ujson) writes the event contract's JSON: same values once
-  decoded, NaN and infinities refused;
+- the publisher's encoder (msgspec) writes the event contract's JSON: same values once
+  decoded, NaN and infinities as null;
 - a shadow copy reaches the challenger only after the request's coroutine is done;
 - BentoML matches ``/predict`` before the admin routes.
 """
@@ -18,12 +18,21 @@ from typing import Any
 import pytest
 
 from modelcanary.errors import EventError
-from modelcanary.events import Arm, Mode, OutcomeEvent, PredictionEvent, encode
-from modelcanary.kafka_io import encode_event
+from modelcanary.events import (
+    Arm,
+    Mode,
+    OutcomeEvent,
+    PredictionEvent,
+    decode_prediction,
+    encode,
+)
+from modelcanary.kafka_io import EventPublisher, encode_event
 from modelcanary.rollout_store import ModelSnapshot
 from modelcanary.router import ModelRouter, ServingSnapshot
 from modelcanary.routing import RoutingTable
+from modelcanary.spool import MemorySpool
 from modelcanary.validation import InputSchema
+from tests.conftest import free_port
 
 TRICKY_VALUES: dict[str, Any] = {
     "small": 1.5e-07,
@@ -60,15 +69,48 @@ def test_the_fast_encoder_writes_the_same_json_values_as_the_contract() -> None:
     fast, contract = encode_event(event), encode(event)
     assert json.loads(fast) == json.loads(contract)
     assert list(json.loads(fast)) == list(json.loads(contract))  # same field order
-    assert fast.isascii()  # non-ASCII is escaped, as json.dumps does
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_the_fast_encoder_refuses_what_is_not_json(bad: float) -> None:
+def test_non_finite_values_are_written_as_null_by_both_encoders(bad: float) -> None:
+    """A NaN feature is a missing optional value: its event must still reach Kafka (it
+    was refused, and the request left out of the evidence)."""
+    prediction = _prediction({"x": bad, "y": 1.0, "nested": [bad, {"k": bad}]})
+    outcome = OutcomeEvent(model="m", request_id="r", kpis={"revenue": bad})
+    for event in (prediction, outcome):
+        fast, contract = json.loads(encode_event(event)), json.loads(encode(event))
+        assert fast == contract
+    assert fast["kpis"] == {"revenue": None}
+    assert json.loads(encode_event(prediction))["features"] == {
+        "x": None,
+        "y": 1.0,
+        "nested": [None, {"k": None}],
+    }
+
+
+def test_a_nan_feature_is_spooled_as_null_not_dropped() -> None:
+    spool = MemorySpool()
+    closed_port = free_port()  # nothing listens: the publisher spools
+    publisher = EventPublisher(f"127.0.0.1:{closed_port}", spool=spool, require_broker=False)
+    try:
+        publisher.publish("t", _prediction({"optional": math.nan, "x": 1.0}))
+        deadline = time.monotonic() + 5
+        while spool.depth < 1:
+            assert time.monotonic() < deadline, publisher.stats()
+            time.sleep(0.02)
+        assert publisher.stats().dropped == 0
+        event = decode_prediction(spool.peek(1)[0].value)
+        assert event.features == {"optional": None, "x": 1.0}
+    finally:
+        publisher.close(timeout_s=0.5)
+
+
+def test_what_msgspec_cannot_write_goes_through_the_contract_encoder() -> None:
+    event = _prediction({"surrogate": "\ud800", "x": math.nan})  # not encodable as UTF-8
+    assert json.loads(encode_event(event)) == json.loads(encode(event))
+    assert json.loads(encode_event(event))["features"] == {"surrogate": "\ud800", "x": None}
     with pytest.raises(EventError):
-        encode_event(_prediction({"x": bad}))
-    with pytest.raises(EventError):
-        encode_event(OutcomeEvent(model="m", request_id="r", kpis={"revenue": bad}))
+        encode_event(_prediction({"x": object()}))
 
 
 class _Model:

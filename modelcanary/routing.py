@@ -1,8 +1,8 @@
 """Deterministic traffic assignment: the same unit always lands on the same arm.
 
 A unit key (the unit id when the caller gives one, else the request id) and the
-rollout's salt are hashed with XXH3-64; the hash divided by 2**64 gives a uniform
-position ``u`` in [0, 1). The unit goes to the challenger iff ``u < fraction``.
+rollout's salt are hashed with XXH3-64; the hash's top 53 bits times 2**-53 give a
+uniform position ``u`` in [0, 1). The unit goes to the challenger iff ``u < fraction``.
 So fraction 0 never picks the challenger and fraction 1 always does, raising the
 fraction only moves units from champion to challenger (never back), and a new salt
 (a new rollout) reshuffles everyone independently of the previous rollout.

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xxhash import xxh3_64_intdigest
-
 from modelcanary.errors import RoutingError
 from modelcanary.events import Arm, Mode
+from modelcanary.stats.stable_hash import stable_hash_bytes
 
 _UNIT = 2.0**-53
 
@@ -29,7 +28,7 @@ _UNIT = 2.0**-53
 def bucket_position(unit_key: str, salt: str) -> float:
     """Uniform position in [0, 1) of ``unit_key`` for this salt: the hash's top 53 bits
     (a float's precision, so that no hash rounds up to 1.0) times 2**-53."""
-    return (xxh3_64_intdigest(f"{salt}\x1f{unit_key}".encode()) >> 11) * _UNIT
+    return (stable_hash_bytes(f"{salt}\x1f{unit_key}".encode()) >> 11) * _UNIT
 
 
 def assign_arm(unit_key: str, salt: str, fraction: float) -> Arm:

@@ -311,12 +311,12 @@ def _worker_cpu_s(serve_pid: int) -> float:
     return total
 
 
-def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str], list[Any], dict]:
-    """Broker, MLflow, three served variants; returns urls, handles to stop, a sample row.
+def start_backends(root: Path) -> tuple[Any, list[Any], dict]:
+    """Broker and MLflow, the models registered; returns settings, handles to stop, a row.
 
-    The last three handles are the variants' ``bentoml serve`` processes, in VARIANTS order.
-    The broker and MLflow start on ``placement["other_cpus"]``, the served variants on
-    ``placement["service_cpus"]`` (their workers and threads inherit it).
+    One registered model per variant, ``bench-<variant>``, whose champion is the demo's
+    baseline classifier; ``bench-canary`` has a 10% canary and ``bench-shadow`` a 100%
+    shadow rollout of a second version. The settings point at the broker and MLflow.
     """
     from modelcanary.config import Settings, Topics
     from modelcanary.controller import Controller
@@ -324,10 +324,8 @@ def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str
     from modelcanary.events import Mode
     from modelcanary.infra.broker import start_broker
     from modelcanary.infra.mlflow_server import mlflow_url, start_mlflow_server
-    from modelcanary.infra.processes import free_port, http_ok, start_detached, wait_until_ready
+    from modelcanary.infra.processes import free_port
     from modelcanary.infra.topics import ensure_topics
-    from modelcanary.launch import REPO_ROOT as ROOT
-    from modelcanary.launch import bentoml_serve_command, component_env, start_serving
     from modelcanary.policy import Policy, Step
     from modelcanary.registry import Registry
 
@@ -354,6 +352,31 @@ def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str
     for variant, fraction, mode in (("canary", 0.1, Mode.CANARY), ("shadow", 1.0, Mode.SHADOW)):
         version = registry.register_sklearn(f"bench-{variant}", challenger, sample)
         controller.start(f"bench-{variant}", version, Policy(steps=(Step(fraction, mode=mode),)))
+    return base, handles, dataset.X_test.iloc[0].to_dict()
+
+
+def clean_up(handles: list[Any], root: Path, *, keep: bool) -> None:
+    """Stop the started processes, newest first; remove the temporary folder unless ``keep``."""
+    from modelcanary.infra.processes import stop_processes
+
+    if handles:
+        stop_processes(list(reversed(handles)), timeout_s=10)
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str], list[Any], dict]:
+    """Broker, MLflow, three served variants; returns urls, handles to stop, a sample row.
+
+    The last three handles are the variants' ``bentoml serve`` processes, in VARIANTS order.
+    The broker and MLflow start on ``placement["other_cpus"]``, the served variants on
+    ``placement["service_cpus"]`` (their workers and threads inherit it).
+    """
+    from modelcanary.infra.processes import free_port, http_ok, start_detached, wait_until_ready
+    from modelcanary.launch import REPO_ROOT as ROOT
+    from modelcanary.launch import bentoml_serve_command, component_env, start_serving
+
+    base, handles, row = start_backends(root)
     urls: dict[str, str] = {}
     _pin_calling_thread(placement["service_cpus"])
     plain = base.with_overrides(model_name="bench-plain")
@@ -378,7 +401,7 @@ def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str
         handles.append(component.process)
         urls[variant] = component.url or ""
     _pin_calling_thread(placement["other_cpus"])
-    return urls, handles, dataset.X_test.iloc[0].to_dict()
+    return urls, handles, row
 
 
 def measure_round(
@@ -470,8 +493,6 @@ def main(argv: list[str] | None = None) -> int:
         "BENTOML_DO_NOT_TRACK": "true",
     }.items():
         os.environ.setdefault(name, value)
-    from modelcanary.infra.processes import stop_processes
-
     placement = plan_placement(args.placement)
     if placement["note"]:
         print(f"placement: {placement['note']}", file=sys.stderr)
@@ -531,10 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             args.details.write_text(json.dumps(details, indent=2) + "\n")
         print(json.dumps(summary, indent=2))
     finally:
-        if handles:
-            stop_processes(list(reversed(handles)), timeout_s=10)
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+        clean_up(handles, root, keep=args.keep)
     return 0
 
 

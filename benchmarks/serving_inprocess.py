@@ -7,9 +7,10 @@ percent between rounds, so a change worth 10 us a request (1%) cannot be seen th
 benchmark measures the same two services without HTTP, load generator or network: each
 variant's BentoML ASGI app (``benchmarks/plain_service.py`` for ``plain``, modelcanary with
 a 10% canary and Kafka logging for ``canary``) runs in a child process of its own, pinned
-to one CPU, and is called directly with ``/predict`` requests, one after another. The
-children take turns in blocks of ``--block`` requests (a b b a a b ...), so that drift of
-the machine hits both alike, and each block's CPU time is read from the child itself:
+to one CPU (the broker and MLflow run on the others), and is called directly with
+``/predict`` requests, one after another. The children take turns in blocks of
+``--block`` requests (a b b a a b ...), so that drift of the machine hits both alike,
+and each block's CPU time is read from the child itself:
 ``thread`` is the request thread alone, ``process`` adds its background threads (the
 Kafka sender, librdkafka, the MLflow poll). uvicorn's HTTP parsing, the same in both, is
 not included, so the CPU per request is ~15% lower than ``serving_overhead.py``'s.
@@ -237,12 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     cpus = sorted(os.sched_getaffinity(0))
     root = Path(tempfile.mkdtemp(prefix="modelcanary-inprocess-"))
     handles: list[Any] = []
+    if len(cpus) >= 2:  # the broker and MLflow off the services' CPU, as in production
+        os.sched_setaffinity(0, cpus[:-1])
     try:
         base, handles, row = start_backends(root)
         spec = root / "spec.json"
         env = {v: component_env(base.with_overrides(model_name=f"bench-{v}")) for v in SERVICES}
         spec.write_text(json.dumps({"env": env, "row": row}))
-        os.sched_setaffinity(0, cpus[-1:])  # the children inherit it; the broker keeps all
+        os.sched_setaffinity(0, cpus[-1:])  # the services' CPU: the children inherit it
         duels: list[dict[str, Any]] = []
         for index in range(args.pairs):
             for first, second in (("plain", "canary"), ("canary", "plain")):

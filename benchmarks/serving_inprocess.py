@@ -39,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from statistics import mean, median
@@ -53,6 +54,7 @@ SERVICES = {
     "canary": "serving.service:ModelcanaryService",
 }
 WARMUP_REQUESTS = 300
+STARTUP_TIMEOUT_S = 300.0
 
 
 # -- the child: one service, driven in-process --------------------------------------
@@ -194,11 +196,20 @@ def duel(first: str, second: str, spec: Path, args: argparse.Namespace) -> dict[
 
 
 def _wait_ready(variant: str, child: subprocess.Popen[str]) -> None:
+    """Until the child says it is ready; a child that hangs is killed after the timeout."""
     assert child.stdout is not None
-    for line in child.stdout:
-        if line.strip() == "ready":
-            return
-    raise RuntimeError(f"the {variant} service did not start (rerun with --child to see why)")
+    watchdog = threading.Timer(STARTUP_TIMEOUT_S, child.kill)
+    watchdog.start()
+    try:
+        for line in child.stdout:
+            if line.strip() == "ready":
+                return
+    finally:
+        watchdog.cancel()
+    raise RuntimeError(
+        f"the {variant} service did not start within {STARTUP_TIMEOUT_S:.0f} s "
+        f"(run `python {__file__} --child {variant} SPEC 500` to see its output)"
+    )
 
 
 def summarise(duels: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=500, help="requests per block")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    if min(args.pairs, args.blocks, args.block) < 1:
+        parser.error("--pairs, --blocks and --block must be at least 1")
     for name, value in {
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "GIT_PYTHON_REFRESH": "quiet",

@@ -16,15 +16,20 @@ Kafka sender, librdkafka, the MLflow poll). uvicorn's HTTP parsing, the same in 
 not included, so the CPU per request is ~15% lower than ``serving_overhead.py``'s.
 
 Why pairs of duels: two processes of the *same* code differ by 5-15 us a request, in
-either direction, depending on which was started first (memory layout, whatever the
-first start warmed up). So each duel is run twice, once with each variant started first
-(``--pairs`` such pairs), and the added cost is the mean over all duels of the median
-block difference: the start-order effect cancels out and is reported as ``order_bias_us``.
+either direction, depending on which was started first and on their memory layout. So
+each duel is run twice, once with each variant started first (``--pairs`` such pairs),
+and the added cost is the mean over all duels of the median block difference: the
+start-order effect cancels out and is reported as ``order_bias_us``. Both children of a
+pair also get the same layout: the same string-hash seed (``PYTHONHASHSEED``, the pair's
+number) and, where ``setarch -R`` works, no address-space randomisation. With random
+layouts two children of the same code differed by -6 to +14 us over three duels; with
+fixed ones by -5 to 0. Each pair has a different seed, so the result is not one layout's.
 
 JSON keys: ``plain_us`` and ``canary_us`` (median process CPU per request),
 ``added_us`` (canary minus plain, start order cancelled), ``added_thread_us`` (the same,
 request thread only), ``ratio_cpu`` (plain / canary: the throughput ratio a CPU-bound
-server would get), ``order_bias_us`` and ``duels`` (the figures of each duel).
+server would get), ``order_bias_us``, ``duels`` (the figures of each duel) and
+``fixed_addresses`` (whether the children ran without address randomisation).
 
 Compare two versions of the code by running it on each: the broker and MLflow are the
 same kind, and the figures are per request.
@@ -36,6 +41,8 @@ import argparse
 import asyncio
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,17 +163,35 @@ def child_main(variant: str, spec_path: Path, block: int) -> None:
 
 
 # -- the parent: backends, duels, summary ---------------------------------------------
-def duel(first: str, second: str, spec: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Start ``first`` then ``second``; alternate blocks; per-variant (thread, process) us."""
+def fixed_layout_prefix() -> list[str]:
+    """``setarch ARCH -R`` (no address-space randomisation) if it works here, else []."""
+    setarch = shutil.which("setarch")
+    if setarch is None:
+        return []
+    prefix = [setarch, platform.machine(), "-R"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False)
+    return prefix if probe.returncode == 0 else []
+
+
+def duel(
+    first: str, second: str, spec: Path, args: argparse.Namespace, layout: tuple[list[str], int]
+) -> dict[str, Any]:
+    """Start ``first`` then ``second``; alternate blocks; per-variant (thread, process) us.
+
+    ``layout``: the command prefix and hash seed both children get (see the docstring).
+    """
+    prefix, seed = layout
+    env = {**os.environ, "PYTHONHASHSEED": str(seed)}
     children: dict[str, subprocess.Popen[str]] = {}
     try:
         for variant in (first, second):
             children[variant] = subprocess.Popen(
-                [sys.executable, __file__, "--child", variant, str(spec), str(args.block)],
+                [*prefix, sys.executable, __file__, "--child", variant, str(spec), str(args.block)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
+                env=env,
             )
             _wait_ready(variant, children[variant])
         blocks: dict[str, list[list[float]]] = {first: [], second: []}
@@ -188,6 +213,7 @@ def duel(first: str, second: str, spec: Path, args: argparse.Namespace) -> dict[
     ]
     return {
         "started_first": first,
+        "hash_seed": seed,
         "plain_us": round(median(b[1] for b in blocks["plain"]), 1),
         "canary_us": round(median(b[1] for b in blocks["canary"]), 1),
         "added_us": round(median(a[1] for a in added), 1),
@@ -259,13 +285,14 @@ def main(argv: list[str] | None = None) -> int:
         env = {v: component_env(base.with_overrides(model_name=f"bench-{v}")) for v in SERVICES}
         spec.write_text(json.dumps({"env": env, "row": row}))
         os.sched_setaffinity(0, cpus[-1:])  # the services' CPU: the children inherit it
+        prefix = fixed_layout_prefix()
         duels: list[dict[str, Any]] = []
         for index in range(args.pairs):
             for first, second in (("plain", "canary"), ("canary", "plain")):
-                duels.append(duel(first, second, spec, args))
+                duels.append(duel(first, second, spec, args, (prefix, index + 1)))
                 print(f"pair {index + 1}/{args.pairs}: {json.dumps(duels[-1])}", file=sys.stderr)
         os.sched_setaffinity(0, cpus)
-        summary = summarise(duels)
+        summary = {**summarise(duels), "fixed_addresses": bool(prefix)}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary, indent=2))

@@ -31,3 +31,17 @@ def test_the_start_order_effect_cancels_out_and_is_reported() -> None:
     assert summary["order_bias_us"] == pytest.approx(8.0)
     assert summary["ratio_cpu"] == pytest.approx(1005.0 / 1065.0, abs=1e-3)
     assert summary["duels"] == duels
+
+
+def test_the_fixed_layout_prefix_disables_address_randomisation_where_it_can() -> None:
+    import subprocess
+    import sys
+
+    from benchmarks.serving_inprocess import fixed_layout_prefix
+
+    prefix = fixed_layout_prefix()
+    if not prefix:
+        pytest.skip("setarch -R does not work on this machine")
+    code = "print(open('/proc/self/personality').read())"
+    out = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True)
+    assert int(out.stdout.strip(), 16) & 0x0040000  # ADDR_NO_RANDOMIZE

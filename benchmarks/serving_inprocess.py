@@ -20,10 +20,15 @@ either direction, depending on which was started first and on their memory layou
 each duel is run twice, once with each variant started first (``--pairs`` such pairs),
 and the added cost is the mean over all duels of the median block difference: the
 start-order effect cancels out and is reported as ``order_bias_us``. Both children of a
-pair also get the same layout: the same string-hash seed (``PYTHONHASHSEED``, the pair's
-number) and, where ``setarch -R`` works, no address-space randomisation. With random
-layouts two children of the same code differed by -6 to +14 us over three duels; with
-fixed ones by -5 to 0. Each pair has a different seed, so the result is not one layout's.
+pair get the same string-hash seed (``PYTHONHASHSEED``: the pair's number, so each pair
+has another): with addresses fixed, the seed alone moved the canary's added cost by ~20
+us a request (it changes every string's hash, hence how dicts and sets are laid out), so
+several pairs are needed for a figure that is not one seed's. ``--fixed-addresses`` also
+turns address-space randomisation off (``setarch -R``) for the children: two children of
+the same code then differed by -5 to 0 us over three duels, against -12 to -6 with
+randomisation (seed fixed) and -6 to +14 with neither fixed. Use it to compare two
+versions of the code; the absolute figures are then those of one address layout (here
+the canary's added cost came out 79 and 85 us with it, 60 without).
 
 JSON keys: ``plain_us`` and ``canary_us`` (median process CPU per request),
 ``added_us`` (canary minus plain, start order cancelled), ``added_thread_us`` (the same,
@@ -262,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=30, help="blocks per variant and duel")
     parser.add_argument("--block", type=int, default=500, help="requests per block")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--fixed-addresses",
+        action="store_true",
+        help="no address-space randomisation in the children (setarch -R): less spread "
+        "between duels, for comparing two versions of the code",
+    )
     args = parser.parse_args(argv)
     if min(args.pairs, args.blocks, args.block) < 1:
         parser.error("--pairs, --blocks and --block must be at least 1")
@@ -285,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         env = {v: component_env(base.with_overrides(model_name=f"bench-{v}")) for v in SERVICES}
         spec.write_text(json.dumps({"env": env, "row": row}))
         os.sched_setaffinity(0, cpus[-1:])  # the services' CPU: the children inherit it
-        prefix = fixed_layout_prefix()
+        prefix = fixed_layout_prefix() if args.fixed_addresses else []
+        if args.fixed_addresses and not prefix:
+            print("setarch -R does not work here: addresses stay randomised", file=sys.stderr)
         duels: list[dict[str, Any]] = []
         for index in range(args.pairs):
             for first, second in (("plain", "canary"), ("canary", "plain")):

@@ -168,7 +168,7 @@ def child_main(variant: str, spec_path: Path, block: int) -> None:
 
 
 # -- the parent: backends, duels, summary ---------------------------------------------
-def fixed_layout_prefix() -> list[str]:
+def fixed_addresses_prefix() -> list[str]:
     """``setarch ARCH -R`` (no address-space randomisation) if it works here, else []."""
     setarch = shutil.which("setarch")
     if setarch is None:
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {v: component_env(base.with_overrides(model_name=f"bench-{v}")) for v in SERVICES}
         spec.write_text(json.dumps({"env": env, "row": row}))
         os.sched_setaffinity(0, cpus[-1:])  # the services' CPU: the children inherit it
-        prefix = fixed_layout_prefix() if args.fixed_addresses else []
+        prefix = fixed_addresses_prefix() if args.fixed_addresses else []
         if args.fixed_addresses and not prefix:
             print("setarch -R does not work here: addresses stay randomised", file=sys.stderr)
         duels: list[dict[str, Any]] = []

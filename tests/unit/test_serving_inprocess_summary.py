@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from benchmarks.serving_inprocess import summarise
+from benchmarks.serving_inprocess import fixed_addresses_prefix, summarise
 
 
 def _duel(first: str, plain: float, canary: float, added: float) -> dict:
@@ -33,13 +36,8 @@ def test_the_start_order_effect_cancels_out_and_is_reported() -> None:
     assert summary["duels"] == duels
 
 
-def test_the_fixed_layout_prefix_disables_address_randomisation_where_it_can() -> None:
-    import subprocess
-    import sys
-
-    from benchmarks.serving_inprocess import fixed_layout_prefix
-
-    prefix = fixed_layout_prefix()
+def test_fixed_addresses_turns_address_randomisation_off_where_it_can() -> None:
+    prefix = fixed_addresses_prefix()
     if not prefix:
         pytest.skip("setarch -R does not work on this machine")
     code = "print(open('/proc/self/personality').read())"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -274,7 +276,8 @@ def test_a_closed_port_fails_fast_with_the_fix(data: DemoDataset) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_a_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("read", ["aliases", "aliases_and_tags"])  # the client; the poll's GET
+def test_a_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch, read: str) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
     with socket.socket() as silent:  # accepts connections (backlog), never replies
         silent.bind(("127.0.0.1", 0))
@@ -282,8 +285,63 @@ def test_a_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) 
         registry = Registry(f"http://127.0.0.1:{silent.getsockname()[1]}")
         started = time.monotonic()
         with pytest.raises(RegistryUnavailableError, match="not reachable"):
-            registry.aliases("demo-classifier")
+            getattr(registry, read)("demo-classifier")
         assert time.monotonic() - started < 4
+
+
+def test_the_poll_fails_fast_with_the_fix_too() -> None:
+    registry = Registry(f"http://127.0.0.1:{_free_port()}")
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailableError, match=r"modelcanary up.*connection refused"):
+        registry.aliases_and_tags("demo-classifier")
+    assert time.monotonic() - started < 2
+
+
+class _ClosesAfterEachAnswer(http.server.BaseHTTPRequestHandler):
+    """Answers like MLflow over HTTP/1.1, then drops the connection without saying so."""
+
+    protocol_version = "HTTP/1.1"
+    requests_seen: list[str] = []
+
+    def do_GET(self) -> None:
+        self.requests_seen.append(self.path)
+        body = json.dumps(
+            {
+                "registered_model": {
+                    "name": "m",
+                    "aliases": [{"alias": CHAMPION, "version": "3"}],
+                    "tags": [{"key": "modelcanary.rollout", "value": "{}"}, {"key": "empty"}],
+                }
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_the_poll_reconnects_once_when_the_server_dropped_the_kept_alive_connection() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClosesAfterEachAnswer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        registry = Registry(f"http://127.0.0.1:{server.server_address[1]}/prefix")
+        expected = ({CHAMPION: "3"}, {"modelcanary.rollout": "{}", "empty": ""})
+        for _ in range(3):
+            assert registry.aliases_and_tags("m") == expected
+        assert len(_ClosesAfterEachAnswer.requests_seen) >= 3
+        assert all(
+            path == "/prefix/api/2.0/mlflow/registered-models/get?name=m"
+            for path in _ClosesAfterEachAnswer.requests_seen
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- through a real `mlflow server` -------------------------------------------------------
@@ -367,4 +425,32 @@ def test_rest_server_round_trip_normalises_alias_versions(rest_uri: str, data: D
     assert prediction in (0, 1) and 0.0 <= score <= 1.0
     with pytest.raises(RegistryError, match="missing-model") as caught:
         registry.alias_version("missing-model", CHAMPION)
+    assert not isinstance(caught.value, RegistryUnavailableError)
+
+
+@pytest.mark.slow
+def test_the_poll_over_plain_http_reads_what_the_client_reads(
+    rest_uri: str, data: DemoDataset
+) -> None:
+    from mlflow import MlflowClient
+
+    from modelcanary.registry_rest import RestModelReader
+
+    assert RestModelReader.for_uri(rest_uri, 5.0) is not None  # the fast path is the one tested
+    registry = Registry(rest_uri)
+    name = _unique()
+    registry.register_sklearn(name, train_variant("baseline", data), data.X_train)
+    registry.register_sklearn(name, train_variant("good", data), data.X_train)
+    registry.set_alias(name, CHALLENGER, "2")
+    registry.set_model_tags(name, {"modelcanary.rollout": '{"step": 1}', "note": ""})
+    model = MlflowClient(rest_uri).get_registered_model(name)
+    expected = ({a: str(v) for a, v in model.aliases.items()}, dict(model.tags))
+    assert expected == (
+        {CHAMPION: "1", CHALLENGER: "2"},
+        {"modelcanary.rollout": '{"step": 1}', "note": ""},
+    )
+    assert registry.aliases_and_tags(name) == expected
+    assert registry.aliases_and_tags(name) == expected  # on the kept-alive connection
+    with pytest.raises(RegistryError, match="does not exist") as caught:
+        registry.aliases_and_tags("missing-model")
     assert not isinstance(caught.value, RegistryUnavailableError)

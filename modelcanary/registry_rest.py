@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import threading
+import weakref
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -48,6 +49,9 @@ class RestModelReader:
         self._timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
+        # The socket is closed when the reader is collected, not left to the GC's warning.
+        self._held: list[http.client.HTTPConnection] = []
+        weakref.finalize(self, _close_all, self._held)
 
     @classmethod
     def for_uri(cls, tracking_uri: str, timeout_s: float) -> RestModelReader | None:
@@ -89,6 +93,7 @@ class RestModelReader:
                 self._connection = http.client.HTTPConnection(
                     self.host, self.port, timeout=self._timeout_s
                 )
+                self._held[:] = [self._connection]
             try:
                 self._connection.request(
                     "GET", path, headers={"Accept": "application/json", "User-Agent": "modelcanary"}
@@ -109,6 +114,12 @@ class RestModelReader:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+            self._held.clear()
+
+
+def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+    for connection in connections:
+        connection.close()
 
 
 def _error(status: int, body: bytes) -> MlflowException:

@@ -40,6 +40,7 @@ from modelcanary.errors import (
     NotReadyError,
     PredictionError,
 )
+from modelcanary.orphan_watch import ParentWatch
 from modelcanary.router import BatchRow
 from modelcanary.serving_metrics import ServingMetrics
 from modelcanary.serving_wiring import Serving, build_serving
@@ -319,6 +320,7 @@ class ModelcanaryService(AdminEndpoints):
         self.serving = build_serving(self.settings)
         self.router = self.serving.router
         self.serving.start()
+        self.parent_watch = ParentWatch().start()
         _SERVING[:] = [self.serving]
         gc.collect()
         gc.freeze()
@@ -360,6 +362,7 @@ class ModelcanaryService(AdminEndpoints):
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
+        self.parent_watch.stop()
         self.serving.stop()
 
 

@@ -47,11 +47,11 @@ class RestModelReader:
         self.host, self.port = host, port
         self._base_path = base_path.rstrip("/")
         self._timeout_s = timeout_s
-        self._connection: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
-        # The socket is closed when the reader is collected, not left to the GC's warning.
-        self._held: list[http.client.HTTPConnection] = []
-        weakref.finalize(self, _close_all, self._held)
+        # At most one kept-alive connection; closed when the reader is collected, not
+        # left to the garbage collector's ResourceWarning.
+        self._open: list[http.client.HTTPConnection] = []
+        weakref.finalize(self, _close_all, self._open)
 
     @classmethod
     def for_uri(cls, tracking_uri: str, timeout_s: float) -> RestModelReader | None:
@@ -80,41 +80,39 @@ class RestModelReader:
             return model
         raise _error(status, body)
 
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
     def _get(self, path: str) -> tuple[int, bytes]:
         # A kept-alive connection the server has closed fails on first use: once, and
         # only then, the request is repeated on a new connection.
-        reused = self._connection is not None
-        for attempt in (1, 2):
-            if self._connection is None:
-                self._connection = http.client.HTTPConnection(
-                    self.host, self.port, timeout=self._timeout_s
-                )
-                self._held[:] = [self._connection]
-            try:
-                self._connection.request(
-                    "GET", path, headers={"Accept": "application/json", "User-Agent": "modelcanary"}
-                )
-                response = self._connection.getresponse()
-                body = response.read()
-            except (OSError, http.client.HTTPException):
-                self._drop()
-                if attempt == 1 and reused:
-                    continue
+        reused = bool(self._open)
+        try:
+            return self._request(path)
+        except (OSError, http.client.HTTPException):
+            if not reused:
                 raise
-            if response.will_close:
-                self._drop()
-            return response.status, body
-        raise AssertionError("unreachable")
+            return self._request(path)
+
+    def _request(self, path: str) -> tuple[int, bytes]:
+        if not self._open:
+            self._open.append(
+                http.client.HTTPConnection(self.host, self.port, timeout=self._timeout_s)
+            )
+        connection = self._open[0]
+        try:
+            connection.request(
+                "GET", path, headers={"Accept": "application/json", "User-Agent": "modelcanary"}
+            )
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            self._drop()
+            raise
+        if response.will_close:
+            self._drop()
+        return response.status, body
 
     def _drop(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-            self._held.clear()
+        _close_all(self._open)
+        self._open.clear()
 
 
 def _close_all(connections: list[http.client.HTTPConnection]) -> None:

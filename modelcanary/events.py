@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import math
+import os
 import sys
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -102,13 +104,27 @@ _SECOND: list[tuple[int, str]] = [(-1, "")]  # (the epoch second formatted, its 
 
 
 def new_event_id() -> str:
-    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives it, at a third of
-    the cost (no UUID object in between)."""
-    h = _urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A unique id as UUID text: RFC 9562 version 8, i.e. 60 bits drawn at random once
+    per process followed by a 60-bit counter.
+
+    Serving makes an id for every event; a random (version 4) UUID costs a system call
+    each, twice the cost of this. Ids of different processes differ unless two of them
+    draw the same 60 bits (a one in 10^18 chance per pair); a forked child draws anew.
+    """
+    count = next(_EVENT_COUNTER)
+    return f"{_EVENT_ID_HEAD[0]}{0x8000 | (count >> 48) & 0xFFF:04x}-{count & _LOW_48:012x}"
 
 
-_UUID_VARIANT = "89ab"  # RFC 4122 variant: the top two bits of byte 8 are 10
+def _draw_event_id_head() -> None:
+    h = _urandom(8).hex()
+    _EVENT_ID_HEAD[0] = f"{h[:8]}-{h[8:12]}-8{h[13:16]}-"  # version 8
+
+
+_EVENT_ID_HEAD = [""]
+_EVENT_COUNTER = itertools.count()
+_LOW_48 = (1 << 48) - 1
+_draw_event_id_head()
+os.register_at_fork(after_in_child=_draw_event_id_head)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from modelcanary.errors import InputRejectedError, InvalidRequestError, PredictionError
-from modelcanary.events import Action, Arm, DecisionEvent, Mode, PredictionEvent
+from modelcanary.events import (
+    Action,
+    Arm,
+    DecisionEvent,
+    Mode,
+    PredictionEvent,
+    decode_prediction,
+)
 from modelcanary.policy import Policy, Step
 from modelcanary.rollout import apply_action, new_rollout
 from modelcanary.rollout_store import ModelSnapshot
@@ -56,6 +63,11 @@ class Recorder:
         with self.lock:
             self.events.append(event)
 
+    def publish_encoded(self, topic: str, key: str, value: bytes) -> None:
+        event = decode_prediction(value)  # what a consumer of the topic reads
+        assert event.key == key
+        self.publish(topic, event)
+
     def model_call(self, version: str, role: str, latency_s: float, kind: str | None) -> None:
         with self.lock:
             self.calls.append((version, role, kind))
@@ -89,6 +101,22 @@ def _router(
 
 CANARY_ALL = RoutingTable("r1", Mode.CANARY, 1.0, 0)
 SHADOW_ALL = RoutingTable("r1", Mode.SHADOW, 1.0, 0)
+
+
+class Opaque:
+    """A prediction that is not a JSON value."""
+
+
+def test_a_prediction_that_is_not_json_goes_to_the_publisher_as_an_event() -> None:
+    recorder = Recorder()
+    champion = StandIn("1")
+    opaque = Opaque()
+    champion.predict = lambda rows: [(opaque, 0.5) for _ in rows]  # type: ignore[method-assign]
+    router = _router(champion, None, RoutingTable(), recorder)
+    answer = asyncio.run(router.predict(FEATURES, "req-1"))
+    assert answer.prediction is opaque
+    [event] = recorder.events  # handed over whole: the publisher encodes or drops it
+    assert isinstance(event, PredictionEvent) and event.prediction is opaque
 
 
 def test_a_failing_canary_challenger_is_answered_by_the_champion() -> None:

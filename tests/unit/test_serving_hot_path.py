@@ -132,6 +132,9 @@ class _Events:
     def publish(self, topic: str, event: Any) -> None:
         self.events.append(event)
 
+    def publish_encoded(self, topic: str, key: str, value: bytes) -> None:
+        self.events.append(decode_prediction(value))
+
 
 def test_a_shadow_copy_is_handed_over_only_once_the_request_is_answered() -> None:
     champion, challenger, events = _Model("1"), _Model("2"), _Events()
@@ -195,20 +198,40 @@ def test_the_serving_path_builds_the_same_prediction_event_as_the_dataclass() ->
     assert fast.event_id != new_prediction_event(**fields).event_id
 
 
-def test_event_ids_are_uuid4_text_and_timestamps_rfc3339_utc() -> None:
+def test_event_ids_are_unique_uuid_text_and_timestamps_rfc3339_utc() -> None:
     import re
     import uuid
     from datetime import UTC, datetime
 
     from modelcanary.events import new_event_id, utc_now
 
+    seen: set[str] = set()
     for _ in range(2000):
         event_id = new_event_id()
         parsed = uuid.UUID(event_id)
-        assert str(parsed) == event_id and parsed.version == 4
+        assert str(parsed) == event_id and parsed.version == 8
         assert parsed.variant == uuid.RFC_4122
+        seen.add(event_id)
         before = datetime.now(UTC).timestamp()
         ts = utc_now()
         after = datetime.now(UTC).timestamp()
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", ts)
         assert before - 1e-6 <= datetime.fromisoformat(ts).timestamp() <= after + 1e-6
+    assert len(seen) == 2000
+
+
+def test_a_forked_child_draws_its_own_event_ids() -> None:
+    import os
+
+    from modelcanary.events import new_event_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child continues the counter, under a head drawn anew
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert child_id[:19] != new_event_id()[:19]  # the random head (and version nibble)

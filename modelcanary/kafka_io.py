@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import socket
 import threading
@@ -53,7 +52,7 @@ from enum import StrEnum
 
 import msgspec
 from confluent_kafka import KafkaError as ProducerError
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException, Message, Producer
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -226,13 +225,26 @@ class EventPublisher:
         only touches bytes. (Freed on the sender's core, their memory was reused by the
         request thread on the other core, cache misses and all: ~50 us a request.)
         """
-        queued = len(self._queue)
-        if queued >= self._queue_max or self._stop.is_set():
+        if len(self._queue) >= self._queue_max or self._stop.is_set():
             self._overflow += 1  # rare; a lost increment under a race only undercounts
             return
         try:
-            record = SpoolRecord(topic, event.key.encode(), encode_event(event))
-        except (EventError, AttributeError, UnicodeError) as exc:
+            key, value = event.key, encode_event(event)
+        except (EventError, AttributeError) as exc:
+            self._overflow += 1
+            log.error("dropping an event that cannot be encoded: %s", exc)
+            return
+        self.publish_encoded(topic, key, value)
+
+    def publish_encoded(self, topic: str, key: str, value: bytes) -> None:
+        """:meth:`publish` for an event encoded already (``value``: its JSON)."""
+        queued = len(self._queue)
+        if queued >= self._queue_max or self._stop.is_set():
+            self._overflow += 1
+            return
+        try:
+            record = SpoolRecord(topic, key.encode(), value)
+        except (UnicodeError, AttributeError) as exc:
             self._overflow += 1
             log.error("dropping an event that cannot be encoded: %s", exc)
             return
@@ -378,30 +390,37 @@ class EventPublisher:
         """
         producer = self._producer
         assert producer is not None
-        # True: delivered. librdkafka reports failures only ("delivery.report.only.error"):
-        # a report per message would take the GIL back from the request thread per message.
-        outcomes: list[object] = [None] * len(records)
-        handed = 0
+        # Per record: True (handed over, no failure reported: delivered), None (not handed
+        # over: retried) or librdkafka's error. librdkafka reports failures only
+        # ("delivery.report.only.error"): a report per message would take the GIL back
+        # from the request thread per message.
+        outcomes: list[object] = [True] * len(records)
+        reported: list[tuple[ProducerError, bytes]] = []
+
+        def on_failure(error: ProducerError, message: Message) -> None:
+            reported.append((error, message.value()))
+
+        by_topic: dict[str, list[int]] = {}
         for index, record in enumerate(records):
+            indices = by_topic.get(record.topic)
+            if indices is None:
+                indices = by_topic[record.topic] = []
+            indices.append(index)
+        for topic, indices in by_topic.items():
+            batch = [{"key": records[i].key, "value": records[i].value} for i in indices]
             try:
-                producer.produce(
-                    record.topic,
-                    value=record.value,
-                    key=record.key,
-                    on_delivery=functools.partial(_note, outcomes, index),
-                )
-            except BufferError:
-                break  # librdkafka's queue is full: the rest is retried
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if isinstance(error, ProducerError) and error.code() in _PERMANENT:
-                    outcomes[index] = error
-                    continue
-                self.last_error = str(exc)
-                break
-            outcomes[index] = True  # unless a failure is reported below
-            handed += 1
-        self.sent += handed
+                queued = producer.produce_batch(topic, batch, on_delivery=on_failure)
+            except (BufferError, KafkaException) as exc:  # nothing of this batch queued
+                self.last_error = str(exc) or "librdkafka's queue is full"
+                for i in indices:
+                    outcomes[i] = None
+                continue
+            if queued < len(batch):  # the ones not queued carry their error
+                for i, message in zip(indices, batch, strict=True):
+                    if "_error" in message:
+                        outcomes[i] = message["_error"]
+        clean = all(outcome is True for outcome in outcomes)
+        self.sent += len(records) if clean else sum(outcome is True for outcome in outcomes)
         held = producer.flush(self._delivery_timeout_s)
         if held > 0:
             producer.purge(in_queue=True, in_flight=True)
@@ -414,6 +433,17 @@ class EventPublisher:
         unsure = held > 0
         if unsure:
             self.last_error = f"{held} message(s) still unacknowledged after a purge"
+        if clean and not reported and not unsure:
+            self.delivered += len(records)
+            counts = self.delivered_by_topic
+            for topic, indices in by_topic.items():
+                counts[topic] = counts.get(topic, 0) + len(indices)
+            return []
+        if reported:  # reports name a message by its value: events' values are unique
+            errors = {value: error for error, value in reported}
+            for index, record in enumerate(records):
+                if outcomes[index] is True and record.value in errors:
+                    outcomes[index] = errors[record.value]
         retry: list[SpoolRecord] = []
         for record, outcome in zip(records, outcomes, strict=True):
             if outcome is True and not unsure:
@@ -503,11 +533,6 @@ class EventPublisher:
         with contextlib.suppress(Exception):
             producer.purge(in_queue=True, in_flight=True)
             producer.flush(0)
-
-
-def _note(outcomes: list[object], index: int, error: ProducerError | None, _msg: object) -> None:
-    """Delivery report of record ``index``: True, or librdkafka's error."""
-    outcomes[index] = True if error is None else error
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,29 @@ with one worker:
   Kafka, metrics on;
 - ``shadow``: modelcanary mirroring 100% of the requests to the second version.
 
-Load comes from a separate process: ``hey`` (Debian package ``hey``) when it is on the
-PATH, else an asyncio HTTP/1.1 keep-alive client in a child Python process. The same
-request (no unit id, so every request is routed by its fresh request id) is sent to all
-three. Each round has two phases, and each phase is cut into ``--slices`` slices run
-interleaved (a b c a b c ...), so that drift of the shared machine hits all alike:
+Load comes from a separate process. The same request (no unit id, so every request is
+routed by its fresh request id) is sent to all three. Each round has two phases, and
+each phase is cut into ``--slices`` slices run interleaved (a b c a b c ...), so that
+drift of the shared machine hits all alike:
 
 1. saturation: ``--concurrency`` connections as fast as they go, ``--saturation-s`` per
-   variant in all (throughput: the mean over the slices);
-2. latency: a fixed ``--rate`` requests/s (well below saturation, so no queueing),
-   ``--latency-s`` per variant in all, each request's latency recorded (pooled).
+   variant in all (throughput: the mean over the slices), from ``hey`` (Debian package
+   ``hey``) when it is on the PATH, else from an asyncio HTTP/1.1 keep-alive client in a
+   child Python process;
+2. latency: a fixed ``--rate`` requests/s, well below saturation, ``--latency-s`` per
+   variant in all, each request's latency recorded (pooled). Always from the asyncio
+   client, whose connections send in turn, evenly spaced, so that no request waits
+   behind another and the latency is the service's cost per request. (``hey -q`` gives
+   each connection a ticker of its own, all started at once: its connections send
+   together, in bursts, and each request of a burst queues behind the ones before it.
+   Its median then mostly measured that queueing, and shadow's mirrored calls, run on
+   the service's CPU right after each answer, were counted as many times as a burst had
+   requests behind them.)
+
+The three services are started ``--starts`` times, as fresh processes, and the rounds are
+shared out between the starts. Each start draws a new memory layout and hash seed, which
+alone moves a service's CPU per request by 1-2% (see ``serving_inprocess.py``): with one
+start, a whole run would hinge on one draw per variant.
 
 Each figure is the median over ``--rounds`` rounds. The comparisons are paired by round —
 ``ratio_canary_rps`` is the median of the rounds' canary/plain ratios, ``added_*`` the
@@ -50,8 +63,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 import os
 import shutil
@@ -144,31 +155,32 @@ def enforce_placement(pids: list[int], cpus: list[int]) -> int:
     return moved
 
 
+def check_placement(placement: dict[str, Any], serve_pids: list[int], other_pids: list[int]) -> int:
+    """With ``isolated`` placement, :func:`enforce_placement` on both sides; threads moved."""
+    if placement["placement"] != "isolated":
+        return 0
+    return enforce_placement(serve_pids, placement["service_cpus"]) + enforce_placement(
+        other_pids, placement["other_cpus"]
+    )
+
+
 # -- the load generators (run in their own process) -----------------------------------
-def _hey(url: str, body: Path, seconds: float, concurrency: int, rate: float | None) -> dict:
+def _hey(url: str, body: Path, seconds: float, concurrency: int) -> dict:
+    """Saturation: ``concurrency`` connections as fast as they go."""
     command = ["hey", "-z", f"{seconds}s", "-m", "POST", "-T", "application/json"]
-    command += ["-D", str(body), "-t", "10"]
-    if rate is None:
-        command += ["-c", str(concurrency)]
-    else:
-        workers = max(1, min(concurrency, int(rate // 25) or 1))
-        command += ["-c", str(workers), "-q", f"{rate / workers:g}", "-o", "csv"]
+    command += ["-D", str(body), "-t", "10", "-c", str(concurrency)]
     started = time.perf_counter()
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     elapsed = time.perf_counter() - started
-    if rate is None:
-        rps = next(float(line.split(":")[1]) for line in out.splitlines() if "Requests/sec" in line)
-        counts = {
-            line.strip()[1:4]: int(line.split("responses")[0].split("]")[1])
-            for line in out.splitlines()
-            if line.strip().startswith("[") and "responses" in line
-        }
-        errors = sum(n for status, n in counts.items() if status != "200")
-        ok = counts.get("200", 0)
-        return {"rps": rps, "errors": errors, "ok": ok, "elapsed_s": elapsed}
-    rows = list(csv.DictReader(io.StringIO(out)))
-    ok = [float(r["response-time"]) * 1000.0 for r in rows if r["status-code"] == "200"]
-    return {"latencies_ms": ok, "errors": len(rows) - len(ok), "elapsed_s": elapsed}
+    rps = next(float(line.split(":")[1]) for line in out.splitlines() if "Requests/sec" in line)
+    counts = {
+        line.strip()[1:4]: int(line.split("responses")[0].split("]")[1])
+        for line in out.splitlines()
+        if line.strip().startswith("[") and "responses" in line
+    }
+    errors = sum(n for status, n in counts.items() if status != "200")
+    ok = counts.get("200", 0)
+    return {"rps": rps, "errors": errors, "ok": ok, "elapsed_s": elapsed}
 
 
 async def _python_load(
@@ -246,8 +258,9 @@ def _loadgen_main(spec: str) -> None:
 def run_load(
     tool: str, url: str, body: Path, seconds: float, concurrency: int, rate: float | None
 ) -> dict:
-    if tool == "hey":
-        return _hey(url, body, seconds, concurrency, rate)
+    """Saturation (``rate`` None) with ``tool``; a fixed rate always with the asyncio client."""
+    if tool == "hey" and rate is None:
+        return _hey(url, body, seconds, concurrency)
     spec = json.dumps(
         {"url": url, "body": str(body), "seconds": seconds, "concurrency": concurrency,
          "rate": rate}
@@ -365,43 +378,51 @@ def clean_up(handles: list[Any], root: Path, *, keep: bool) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def start_services(root: Path, placement: dict[str, Any]) -> tuple[dict[str, str], list[Any], dict]:
-    """Broker, MLflow, three served variants; returns urls, handles to stop, a sample row.
+def start_variants(
+    base: Any, root: Path, placement: dict[str, Any], start: int
+) -> tuple[dict[str, str], list[Any]]:
+    """The three served variants, fresh processes; returns urls and their handles.
 
-    The last three handles are the variants' ``bentoml serve`` processes, in VARIANTS order.
-    The broker and MLflow start on ``placement["other_cpus"]``, the served variants on
-    ``placement["service_cpus"]`` (their workers and threads inherit it).
+    The handles are the variants' ``bentoml serve`` processes, in VARIANTS order. They
+    start on ``placement["service_cpus"]`` (their workers and threads inherit it).
     """
     from modelcanary.infra.processes import free_port, http_ok, start_detached, wait_until_ready
     from modelcanary.launch import REPO_ROOT as ROOT
     from modelcanary.launch import bentoml_serve_command, component_env, start_serving
 
-    base, handles, row = start_backends(root)
+    handles: list[Any] = []
     urls: dict[str, str] = {}
     _pin_calling_thread(placement["service_cpus"])
-    plain = base.with_overrides(model_name="bench-plain")
-    port = free_port()
-    log = root / "plain.log"
-    command = bentoml_serve_command(
-        plain, "127.0.0.1", port, ROOT, service="benchmarks.plain_service:PlainService"
-    )
-    env = component_env(plain) | {"BENTOML_HOME": str(root / "bentoml")}
-    handle = start_detached(command, log_path=log, env=env, cwd=ROOT)
-    handles.append(handle)
-    urls["plain"] = f"http://127.0.0.1:{port}"
-    wait_until_ready(
-        lambda: http_ok(f"{urls['plain']}/readyz"),
-        what="plain service",
-        process=handle,
-        log_path=log,
-        timeout_s=90,
-    )
-    for variant in ("canary", "shadow"):
-        component = start_serving(base.with_overrides(model_name=f"bench-{variant}"), free_port())
-        handles.append(component.process)
-        urls[variant] = component.url or ""
-    _pin_calling_thread(placement["other_cpus"])
-    return urls, handles, row
+    try:
+        plain = base.with_overrides(model_name="bench-plain")
+        port = free_port()
+        log = root / f"plain-{start}.log"
+        command = bentoml_serve_command(
+            plain, "127.0.0.1", port, ROOT, service="benchmarks.plain_service:PlainService"
+        )
+        env = component_env(plain) | {"BENTOML_HOME": str(root / "bentoml")}
+        handle = start_detached(command, log_path=log, env=env, cwd=ROOT)
+        handles.append(handle)
+        urls["plain"] = f"http://127.0.0.1:{port}"
+        wait_until_ready(
+            lambda: http_ok(f"{urls['plain']}/readyz"),
+            what="plain service",
+            process=handle,
+            log_path=log,
+            timeout_s=90,
+        )
+        for variant in ("canary", "shadow"):
+            component = start_serving(
+                base.with_overrides(model_name=f"bench-{variant}"), free_port()
+            )
+            handles.append(component.process)
+            urls[variant] = component.url or ""
+    except BaseException:
+        clean_up(handles, root, keep=True)
+        raise
+    finally:
+        _pin_calling_thread(placement["other_cpus"])
+    return urls, handles
 
 
 def measure_round(
@@ -465,6 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True, help="write the result here")
     parser.add_argument("--details", type=Path, help="write per-round figures here")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument(
+        "--starts",
+        type=int,
+        default=4,
+        help="start the services this many times, fresh processes, the rounds shared out",
+    )
     parser.add_argument("--saturation-s", type=float, default=3.0)
     parser.add_argument("--latency-s", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the latency run")
@@ -482,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    if not 1 <= args.starts <= args.rounds:
+        parser.error(f"--starts must be between 1 and --rounds ({args.rounds})")
     tool = args.loadgen
     if tool == "auto":
         tool = "hey" if shutil.which("hey") else "python"
@@ -498,30 +527,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"placement: {placement['note']}", file=sys.stderr)
     _pin_calling_thread(placement["other_cpus"])
     root = Path(tempfile.mkdtemp(prefix="modelcanary-bench-"))
+    from modelcanary.infra.processes import stop_processes
+
     handles: list[Any] = []
     try:
-        urls, handles, row = start_services(root, placement)
-        serve_pids = {v: h.pid for v, h in zip(VARIANTS, handles[-3:], strict=True)}
-        other_pids = [h.pid for h in handles[:-3]]
-
-        def check_placement() -> int:
-            if placement["placement"] != "isolated":
-                return 0
-            return enforce_placement(
-                list(serve_pids.values()), placement["service_cpus"]
-            ) + enforce_placement(other_pids, placement["other_cpus"])
-
-        placement["threads_moved_at_start"] = check_placement()
+        base, handles, row = start_backends(root)
+        other_pids = [h.pid for h in handles]
         body = root / "body.json"
         body.write_text(json.dumps({"features": row}))
         rounds: list[dict[str, Any]] = []
-        for variant in VARIANTS:  # warm up: first calls load code paths and fill caches
-            run_load(tool, f"{urls[variant]}/predict", body, args.warmup_s, 4, None)
-        for index in range(args.rounds):
-            moved = check_placement()
-            record = measure_round(tool, urls, body, serve_pids, args)
-            rounds.append({"round": index, "threads_moved": moved, **record})
-            print(json.dumps(rounds[-1]), file=sys.stderr)
+        per_start = [
+            args.rounds // args.starts + (index < args.rounds % args.starts)
+            for index in range(args.starts)
+        ]
+        for start, count in enumerate(per_start):
+            print(f"start {start + 1}/{args.starts}: serving the three variants anew",
+                  file=sys.stderr)  # fmt: skip
+            urls, served = start_variants(base, root, placement, start)
+            try:
+                serve_pids = {v: h.pid for v, h in zip(VARIANTS, served, strict=True)}
+                moved = check_placement(placement, list(serve_pids.values()), other_pids)
+                placement.setdefault("threads_moved_at_start", []).append(moved)
+                for variant in VARIANTS:  # warm up: first calls load code, fill caches
+                    run_load(tool, f"{urls[variant]}/predict", body, args.warmup_s, 4, None)
+                for _ in range(count):
+                    moved = check_placement(placement, list(serve_pids.values()), other_pids)
+                    record = measure_round(tool, urls, body, serve_pids, args)
+                    rounds.append(
+                        {"round": len(rounds), "start": start, "threads_moved": moved, **record}
+                    )
+                    print(json.dumps(rounds[-1]), file=sys.stderr)
+            finally:
+                stop_processes(list(reversed(served)), timeout_s=10)
         summary = summarise(rounds)
         summary["placement"] = {
             k: placement[k] for k in ("placement", "service_cpus", "other_cpus", "note")
@@ -530,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         if args.details:
             details = {
-                "loadgen": tool,
+                "loadgen": {"saturation": tool, "latency": "python"},
                 "cpu_us_per_request": {
                     phase: {
                         v: round(median(r[f"{v}_cpu_us_per_request_{phase}"] for r in rounds), 1)

@@ -1,0 +1,50 @@
+"""The overhead benchmark's fixed-rate load: requests evenly spaced, never in bursts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from itertools import pairwise
+from statistics import median
+
+from benchmarks.serving_overhead import _python_load
+
+
+async def _serve_and_load(rate: float, seconds: float, connections: int) -> list[float]:
+    """Arrival times at a minimal HTTP/1.1 keep-alive server while the load runs."""
+    arrivals: list[float] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                arrivals.append(time.perf_counter())
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    result = await _python_load(
+        f"http://127.0.0.1:{port}/predict", b"{}", seconds, connections, rate
+    )
+    server.close()
+    assert result["errors"] == 0 and len(result["latencies_ms"]) == len(arrivals)
+    return arrivals
+
+
+def test_fixed_rate_requests_arrive_evenly_spaced_across_connections() -> None:
+    arrivals = asyncio.run(_serve_and_load(rate=100.0, seconds=1.5, connections=4))
+    gaps_ms = [(b - a) * 1000.0 for a, b in pairwise(arrivals)]
+    assert 130 <= len(arrivals) <= 160  # 100 requests/s for 1.5 s
+    assert 8.0 <= median(gaps_ms) <= 12.0  # one every 10 ms
+    # four connections sending together would put three gaps of ~0 ms in every four
+    bursts = sum(gap < 3.0 for gap in gaps_ms)
+    assert bursts <= len(gaps_ms) * 0.1, sorted(gaps_ms)[:20]

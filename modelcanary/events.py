@@ -163,51 +163,6 @@ class PredictionEvent:
         return _assemble(PredictionEvent, values)
 
 
-def new_prediction_event(
-    model: str,
-    request_id: str,
-    version: str,
-    arm: Arm,
-    mode: Mode,
-    served: bool,
-    prediction: Any,
-    score: float | None,
-    latency_ms: float,
-    error: str | None,
-    unit_id: str | None,
-    rollout_id: str | None,
-    step: int | None,
-    traffic_fraction: float | None,
-    features: dict[str, Any] | None,
-) -> PredictionEvent:
-    """``PredictionEvent(...)`` with a new id and timestamp, for the serving path (one per
-    model call): the same event, its fields in the same order, built without the frozen
-    dataclass's ``__init__`` (a third of the cost; see :func:`_assemble`)."""
-    return _assemble(  # type: ignore[no-any-return]
-        PredictionEvent,
-        {
-            "model": model,
-            "request_id": request_id,
-            "version": version,
-            "arm": arm,
-            "mode": mode,
-            "served": served,
-            "prediction": prediction,
-            "score": score,
-            "latency_ms": latency_ms,
-            "error": error,
-            "unit_id": unit_id,
-            "rollout_id": rollout_id,
-            "step": step,
-            "traffic_fraction": traffic_fraction,
-            "features": features,
-            "event_id": new_event_id(),
-            "ts": utc_now(),
-            "schema_version": SCHEMA_VERSION,
-        },
-    )
-
-
 @dataclass(frozen=True)
 class OutcomeEvent:
     """What happened after a prediction: the true label and/or business KPIs."""

@@ -7,9 +7,9 @@ same for every call of one version in one arm, mode and rollout step. So
 call encodes only the ten others and appends them: a third less work than building a
 :class:`~modelcanary.events.PredictionEvent` and encoding all of it.
 
-The bytes decode to the event ``new_prediction_event`` would have built with the same
-arguments (``tests/unit/test_prediction_bytes.py``); only the order of the keys differs,
-which JSON readers ignore. NaN and infinities are written as null, as
+The bytes decode to the :class:`~modelcanary.events.PredictionEvent` of the same values
+(``tests/unit/test_prediction_bytes.py``); only the order of the keys differs, which JSON
+readers ignore. NaN and infinities are written as null, as
 :func:`~modelcanary.kafka_io.encode_event` writes them.
 """
 

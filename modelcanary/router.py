@@ -47,7 +47,7 @@ from modelcanary.errors import (
     NotReadyError,
     PredictionError,
 )
-from modelcanary.events import Arm, DecisionEvent, Mode, OutcomeEvent, new_prediction_event
+from modelcanary.events import Arm, DecisionEvent, Mode, OutcomeEvent, PredictionEvent
 from modelcanary.prediction_bytes import PredictionEncoder
 from modelcanary.rollout_store import ModelSnapshot
 from modelcanary.routing import RoutingTable
@@ -621,14 +621,24 @@ class ModelRouter:
             self.publisher.publish_encoded(self.predictions_topic, request_id, value)
             return
         rollout_id = table.rollout_id  # a value msgspec refuses: the publisher decides
-        self.publisher.publish(
-            self.predictions_topic,
-            new_prediction_event(
-                self.model, request_id, predictor.version, arm, mode, served, prediction,
-                score, call.latency_ms, call.error, unit_id, rollout_id, table.step,
-                table.traffic_fraction if rollout_id is not None else None, features,
-            ),
-        )  # fmt: skip
+        event = PredictionEvent(
+            model=self.model,
+            request_id=request_id,
+            version=predictor.version,
+            arm=arm,
+            mode=mode,
+            served=served,
+            prediction=prediction,
+            score=score,
+            latency_ms=call.latency_ms,
+            error=call.error,
+            unit_id=unit_id,
+            rollout_id=rollout_id,
+            step=table.step,
+            traffic_fraction=table.traffic_fraction if rollout_id is not None else None,
+            features=features,
+        )
+        self.publisher.publish(self.predictions_topic, event)
 
     # -- data plane -----------------------------------------------------------------
     def _champion(self, snap: ServingSnapshot) -> Predictor:

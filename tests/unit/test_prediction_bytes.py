@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import msgspec
 import pytest
 
-from modelcanary.events import Arm, Mode, PredictionEvent, decode_prediction, new_prediction_event
+from modelcanary.events import Arm, Mode, PredictionEvent, decode_prediction
 from modelcanary.kafka_io import encode_event
 from modelcanary.prediction_bytes import MAX_HEADS, PredictionEncoder
 from modelcanary.routing import RoutingTable
@@ -41,13 +40,19 @@ def _encode(encoder: PredictionEncoder, version: str, arm: Arm, mode: Mode,
 
 def _expected(version: str, arm: Arm, mode: Mode, table: RoutingTable,
               call: dict[str, Any], decoded: PredictionEvent) -> PredictionEvent:  # fmt: skip
-    event = new_prediction_event(
-        "churn", call["request_id"], version, arm, mode, call["served"], call["prediction"],
-        call["score"], call["latency_ms"], call["error"], call["unit_id"], table.rollout_id,
-        table.step, table.traffic_fraction if table.rollout_id is not None else None,
-        call["features"],
-    )  # fmt: skip
-    return dataclasses.replace(event, event_id=decoded.event_id, ts=decoded.ts)
+    rollout_id = table.rollout_id
+    return PredictionEvent(
+        model="churn",
+        version=version,
+        arm=arm,
+        mode=mode,
+        rollout_id=rollout_id,
+        step=table.step,
+        traffic_fraction=table.traffic_fraction if rollout_id is not None else None,
+        **call,
+        event_id=decoded.event_id,
+        ts=decoded.ts,
+    )
 
 
 @pytest.mark.parametrize("table", TABLES)

@@ -181,23 +181,6 @@ def test_predict_is_matched_before_the_admin_routes() -> None:
     assert names.index("predict") < min(i for i, n in enumerate(names) if n.startswith("rollout_"))
 
 
-def test_the_serving_path_builds_the_same_prediction_event_as_the_dataclass() -> None:
-    from modelcanary.events import new_prediction_event
-
-    fields: dict[str, Any] = {
-        "model": "m", "request_id": "r", "version": "2", "arm": Arm.CHALLENGER,
-        "mode": Mode.CANARY, "served": True, "prediction": 1, "score": 0.75,
-        "latency_ms": 0.5, "error": None, "unit_id": "u", "rollout_id": "ro", "step": 1,
-        "traffic_fraction": 0.25, "features": {"x": 1.0},
-    }  # fmt: skip
-    fast = new_prediction_event(**fields)
-    slow = PredictionEvent(**fields, event_id=fast.event_id, ts=fast.ts)
-    assert fast == slow and type(fast) is PredictionEvent
-    assert list(fast.__dict__) == list(slow.__dict__)  # the JSON's field order
-    assert encode_event(fast) == encode_event(slow)
-    assert fast.event_id != new_prediction_event(**fields).event_id
-
-
 def test_event_ids_are_unique_uuid_text_and_timestamps_rfc3339_utc() -> None:
     import re
     import uuid

@@ -316,11 +316,11 @@ def _raise_http(exc: ModelcanaryError) -> NoReturn:
 )
 class ModelcanaryService(AdminEndpoints):
     def __init__(self) -> None:
+        self.parent_watch = ParentWatch().start()  # first: starting takes seconds
         self.settings = SETTINGS
         self.serving = build_serving(self.settings)
         self.router = self.serving.router
         self.serving.start()
-        self.parent_watch = ParentWatch().start()
         _SERVING[:] = [self.serving]
         gc.collect()
         gc.freeze()

@@ -315,6 +315,22 @@ def _cut_points(sequence: list[str]) -> list[int]:
     return points
 
 
+def _settle(proxy: CuttingProxy, quiet_s: float = 0.6, timeout_s: float = 15.0) -> None:
+    """Wait until nothing has gone through ``proxy`` for ``quiet_s``.
+
+    A fixed pause after the decision's outcome was too short on a busy machine: the
+    report's write then arrived during the next promotion and shifted its sequence.
+    """
+    deadline = time.monotonic() + timeout_s
+    seen, since = len(proxy.forwarded), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if len(proxy.forwarded) != seen:
+            seen, since = len(proxy.forwarded), time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+
+
 @pytest.fixture(scope="module")
 def sweep(mlflow_stack: MlflowStack, outage: Outage) -> Iterator[Sweep]:
     """Promotions through the cutting proxy: one whole, then one cut at each write."""
@@ -364,7 +380,7 @@ def sweep(mlflow_stack: MlflowStack, outage: Outage) -> Iterator[Sweep]:
             aliases = stack.registry.aliases(model)
             proxy.heal()
         wait_until(lambda: control.outcome(decision) is not None, 30, f"decision (cut {cut})", 0.1)
-        time.sleep(0.3)  # the report attached after the audit run
+        _settle(proxy)  # the report attached after the audit run comes last
         registry = stack.registry
         return Cut(
             cut if cut is not None else -1, sequence[cut] if cut is not None else "", decision,

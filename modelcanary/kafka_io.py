@@ -410,7 +410,7 @@ class EventPublisher:
             batch = [{"key": records[i].key, "value": records[i].value} for i in indices]
             try:
                 queued = producer.produce_batch(topic, batch, on_delivery=on_failure)
-            except (BufferError, KafkaException) as exc:  # nothing of this batch queued
+            except (BufferError, KafkaException) as exc:  # all retried: duplicates at worst
                 self.last_error = str(exc) or "librdkafka's queue is full"
                 for i in indices:
                     outcomes[i] = None

@@ -1,10 +1,12 @@
 """Kafka adapter: publish events, consume raw records. No decisions are made here.
 
-Publishing never blocks the caller. :meth:`EventPublisher.publish` appends the event to
-an in-memory queue and returns (a few hundred nanoseconds); one background thread, the
-sender, does everything else in this order, one round at a time:
+Publishing never blocks the caller. :meth:`EventPublisher.publish` encodes the event
+and appends it to an in-memory queue; :meth:`EventPublisher.publish_deferred` (serving's
+prediction events) appends the event's values and leaves the encoding to the sender. One
+background thread, the sender, does everything else in this order, one round at a time:
 
-1. take every queued event, encode it (JSON, see :mod:`modelcanary.events`);
+1. take every queued event, encoding those that were queued as values (JSON, see
+   :mod:`modelcanary.events`);
 2. if the broker is healthy and nothing is spooled: send them all and wait for the
    acknowledgements (at most ``delivery_timeout_ms``). Events that were not acknowledged
    are appended, in order, to the spool and the producer is discarded (its buffered
@@ -49,6 +51,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, NamedTuple
 
 import msgspec
 from confluent_kafka import KafkaError as ProducerError
@@ -150,6 +153,17 @@ class _Marker:
         self.done = threading.Event()
 
 
+class DeferredRecord(NamedTuple):
+    """A queued event the sender encodes: ``encode(data)`` gives the record's value, or
+    None if the event cannot be encoded (``encode`` logs why; the event counts as dropped).
+    """
+
+    topic: str
+    key: str
+    encode: Callable[[Any], bytes | None]
+    data: Any
+
+
 class EventPublisher:
     """Publishes events keyed by their ``key`` (request_id for predictions and outcomes).
 
@@ -194,7 +208,7 @@ class EventPublisher:
         self._queue_max = queue_max
         self._spool: Spool = spool if spool is not None else MemorySpool(queue_max)
         self._prepare = prepare
-        self._queue: deque[SpoolRecord | _Marker] = deque()
+        self._queue: deque[SpoolRecord | DeferredRecord | _Marker] = deque()
         self._markers: list[_Marker] = []
         self._overflow = 0
         self._wake = threading.Event()
@@ -218,34 +232,31 @@ class EventPublisher:
 
     # -- the caller's side ----------------------------------------------------------
     def publish(self, topic: str, event: Event) -> None:
-        """Encode one event and queue it for delivery; never raises, never blocks.
-
-        Encoding here, on the caller's thread, rather than on the sender's is cheaper
-        overall: the event's objects are created and freed by one thread, and the sender
-        only touches bytes. (Freed on the sender's core, their memory was reused by the
-        request thread on the other core, cache misses and all: ~50 us a request.)
-        """
+        """Encode one event and queue it for delivery; never raises, never blocks."""
         try:
-            key, value = event.key, encode_event(event)
-        except (EventError, AttributeError) as exc:
+            record = SpoolRecord(topic, event.key.encode(), encode_event(event))
+        except (EventError, UnicodeError, AttributeError) as exc:
             self._overflow += 1
             log.error("dropping an event that cannot be encoded: %s", exc)
             return
-        self.publish_encoded(topic, key, value)
+        self._enqueue(record)
 
-    def publish_encoded(self, topic: str, key: str, value: bytes) -> None:
-        """:meth:`publish` for an event encoded already (``value``: its JSON)."""
+    def publish_deferred(
+        self, topic: str, key: str, encode: Callable[[Any], bytes | None], data: Any
+    ) -> None:
+        """Queue an event as values; the sender encodes it with ``encode(data)``.
+
+        For events made on every request: the request's thread only appends a tuple.
+        ``data`` must not change once handed over.
+        """
+        self._enqueue(DeferredRecord(topic, key, encode, data))
+
+    def _enqueue(self, item: SpoolRecord | DeferredRecord) -> None:
         queued = len(self._queue)
         if queued >= self._queue_max or self._stop.is_set():
             self._overflow += 1  # rare; a lost increment under a race only undercounts
             return
-        try:
-            record = SpoolRecord(topic, key.encode(), value)
-        except (UnicodeError, AttributeError) as exc:
-            self._overflow += 1
-            log.error("dropping an event that cannot be encoded: %s", exc)
-            return
-        self._queue.append(record)
+        self._queue.append(item)
         if queued == MAX_ROUND:  # a full round is waiting: do not wait for the linger
             self._wake.set()
 
@@ -338,11 +349,26 @@ class EventPublisher:
         queue = self._queue
         for _ in range(min(len(queue), MAX_ROUND)):
             item = queue.popleft()
-            if isinstance(item, _Marker):
+            if type(item) is DeferredRecord:
+                record = self._encoded(item)
+                if record is not None:
+                    records.append(record)
+            elif isinstance(item, _Marker):
                 markers.append(item)
             else:
                 records.append(item)
         return records, markers
+
+    def _encoded(self, item: DeferredRecord) -> SpoolRecord | None:
+        """The record of a deferred event; None (counted as dropped) if it has no bytes."""
+        try:
+            value = item.encode(item.data)
+            if value is not None:
+                return SpoolRecord(item.topic, item.key.encode(), value)
+        except Exception:  # a bug in an encoder must not stop the sender or lose the round
+            log.exception("dropping an event that cannot be encoded")
+        self.dropped += 1
+        return None
 
     def _deliver(self, records: list[SpoolRecord]) -> None:
         if not records:

@@ -47,8 +47,8 @@ from modelcanary.errors import (
     NotReadyError,
     PredictionError,
 )
-from modelcanary.events import Arm, DecisionEvent, Mode, OutcomeEvent, PredictionEvent
-from modelcanary.prediction_bytes import PredictionEncoder
+from modelcanary.events import Arm, DecisionEvent, Mode, OutcomeEvent
+from modelcanary.prediction_bytes import PendingPrediction, PredictionEncoder
 from modelcanary.rollout_store import ModelSnapshot
 from modelcanary.routing import RoutingTable
 from modelcanary.serving_metrics import CallObserver, NoMetrics
@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_now = time.time  # the time of each prediction event
 
 FOLLOW_POLL_S = 0.1
 FOLLOW_MAX_S = 3.0
@@ -96,7 +97,9 @@ class Predictor(Protocol):
 class Publisher(Protocol):
     def publish(self, topic: str, event: Any) -> None: ...
 
-    def publish_encoded(self, topic: str, key: str, value: bytes) -> None: ...
+    def publish_deferred(
+        self, topic: str, key: str, encode: Callable[[Any], bytes | None], data: Any
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,7 @@ class ModelRouter:
         self.predictions_topic = predictions_topic
         self.outcomes_topic = outcomes_topic
         self.publisher = publisher
-        self._encoder = PredictionEncoder(model)
+        self._encode_event = PredictionEncoder(model).encode
         self._read_snapshot = read_snapshot
         self._load_predictor = load_predictor
         self.reconcile_interval_s = reconcile_interval_s
@@ -610,35 +613,16 @@ class ModelRouter:
         prediction: Any,
         score: float | None,
     ) -> None:
-        served = served and call.error is None
-        if not self.log_features:
-            features = None
-        value = self._encoder.encode(
-            predictor.version, arm, mode, table, request_id, served, prediction, score,
-            call.latency_ms, call.error, unit_id, features,
+        """Hand the event's values to the publisher: its sender encodes them (see
+        :mod:`modelcanary.prediction_bytes`), so ``features`` must not change afterwards."""
+        pending: PendingPrediction = (
+            predictor.version, arm, mode, table, request_id, served and call.error is None,
+            prediction, score, call.latency_ms, call.error, unit_id,
+            features if self.log_features else None, _now(),
         )  # fmt: skip
-        if value is not None:
-            self.publisher.publish_encoded(self.predictions_topic, request_id, value)
-            return
-        rollout_id = table.rollout_id  # a value msgspec refuses: the publisher decides
-        event = PredictionEvent(
-            model=self.model,
-            request_id=request_id,
-            version=predictor.version,
-            arm=arm,
-            mode=mode,
-            served=served,
-            prediction=prediction,
-            score=score,
-            latency_ms=call.latency_ms,
-            error=call.error,
-            unit_id=unit_id,
-            rollout_id=rollout_id,
-            step=table.step,
-            traffic_fraction=table.traffic_fraction if rollout_id is not None else None,
-            features=features,
+        self.publisher.publish_deferred(
+            self.predictions_topic, request_id, self._encode_event, pending
         )
-        self.publisher.publish(self.predictions_topic, event)
 
     # -- data plane -----------------------------------------------------------------
     def _champion(self, snap: ServingSnapshot) -> Predictor:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import time
 from typing import Any
 
 import msgspec
@@ -10,7 +13,7 @@ import pytest
 
 from modelcanary.events import Arm, Mode, PredictionEvent, decode_prediction
 from modelcanary.kafka_io import encode_event
-from modelcanary.prediction_bytes import MAX_HEADS, PredictionEncoder
+from modelcanary.prediction_bytes import MAX_HEADS, PendingPrediction, PredictionEncoder
 from modelcanary.routing import RoutingTable
 
 TABLES = [
@@ -30,12 +33,18 @@ def _call(**overrides: Any) -> dict[str, Any]:
     return call
 
 
-def _encode(encoder: PredictionEncoder, version: str, arm: Arm, mode: Mode,
-            table: RoutingTable, call: dict[str, Any]) -> bytes | None:  # fmt: skip
-    return encoder.encode(
+def _pending(version: str, arm: Arm, mode: Mode, table: RoutingTable,
+             call: dict[str, Any], ts: float | None = None) -> PendingPrediction:  # fmt: skip
+    return (
         version, arm, mode, table, call["request_id"], call["served"], call["prediction"],
         call["score"], call["latency_ms"], call["error"], call["unit_id"], call["features"],
+        time.time() if ts is None else ts,
     )  # fmt: skip
+
+
+def _encode(encoder: PredictionEncoder, version: str, arm: Arm, mode: Mode,
+            table: RoutingTable, call: dict[str, Any]) -> bytes | None:  # fmt: skip
+    return encoder.encode(_pending(version, arm, mode, table, call))
 
 
 def _expected(version: str, arm: Arm, mode: Mode, table: RoutingTable,
@@ -119,6 +128,44 @@ def test_a_score_that_is_not_finite_is_written_as_null() -> None:
         {"request_id": "lone \ud800 surrogate"},  # not encodable as UTF-8
     ],
 )
-def test_what_msgspec_refuses_is_left_to_the_slow_path(overrides: dict[str, Any]) -> None:
+def test_what_msgspec_refuses_is_left_to_the_slow_path(
+    overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     encoder = PredictionEncoder("churn")
-    assert _encode(encoder, "1", Arm.CHAMPION, Mode.CANARY, TABLES[1], _call(**overrides)) is None
+    slow: list[PendingPrediction] = []
+    monkeypatch.setattr(encoder, "_encode_event", lambda pending: slow.append(pending))
+    pending = _pending("1", Arm.CHAMPION, Mode.CANARY, TABLES[1], _call(**overrides))
+    assert encoder.encode(pending) is None
+    assert slow == [pending]
+
+
+def test_the_slow_path_writes_what_the_json_module_can() -> None:
+    encoder = PredictionEncoder("churn")
+    value = _encode(encoder, "1", Arm.CHAMPION, Mode.CANARY, TABLES[1], _call(prediction="\ud800"))
+    assert value is not None
+    written = json.loads(value)
+    assert (written["prediction"], written["request_id"], written["version"]) == (
+        "\ud800",
+        "req-1",
+        "1",
+    )
+
+
+def test_an_event_that_is_not_json_at_all_is_dropped_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    encoder = PredictionEncoder("churn")
+    with caplog.at_level(logging.ERROR):
+        value = _encode(encoder, "1", Arm.CHAMPION, Mode.CANARY, TABLES[1], _call(score=object()))
+    assert value is None
+    assert "dropping the prediction event of request 'req-1'" in caplog.text
+
+
+def test_the_timestamp_is_the_call_s_not_the_encoding_s() -> None:
+    encoder = PredictionEncoder("churn")
+    expected = "2001-09-09T01:46:40.250000Z"
+    for prediction in (1, "\ud800"):  # the fast path, and the slow one
+        call = _call(prediction=prediction)
+        pending = _pending("1", Arm.CHAMPION, Mode.CANARY, TABLES[1], call, ts=1_000_000_000.25)
+        value = encoder.encode(pending)
+        assert value is not None and json.loads(value)["ts"] == expected

@@ -7,7 +7,7 @@ import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -57,13 +57,22 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[PredictionEvent] = []
         self.calls: list[tuple[str, str, str | None]] = []
+        self.pending: list[Any] = []  # what the router handed over
+        self.dropped: list[Any] = []  # events the encoder refused
         self.lock = threading.Lock()
 
     def publish(self, topic: str, event: Any) -> None:
         with self.lock:
             self.events.append(event)
 
-    def publish_encoded(self, topic: str, key: str, value: bytes) -> None:
+    def publish_deferred(
+        self, topic: str, key: str, encode: Callable[[Any], bytes | None], data: Any
+    ) -> None:
+        self.pending.append(data)
+        value = encode(data)  # what the publisher's sender does
+        if value is None:
+            self.dropped.append(data)
+            return
         event = decode_prediction(value)  # what a consumer of the topic reads
         assert event.key == key
         self.publish(topic, event)
@@ -107,7 +116,9 @@ class Opaque:
     """A prediction that is not a JSON value."""
 
 
-def test_a_prediction_that_is_not_json_goes_to_the_publisher_as_an_event() -> None:
+def test_a_prediction_that_is_not_json_is_answered_and_its_event_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     recorder = Recorder()
     champion = StandIn("1")
     opaque = Opaque()
@@ -115,8 +126,18 @@ def test_a_prediction_that_is_not_json_goes_to_the_publisher_as_an_event() -> No
     router = _router(champion, None, RoutingTable(), recorder)
     answer = asyncio.run(router.predict(FEATURES, "req-1"))
     assert answer.prediction is opaque
-    [event] = recorder.events  # handed over whole: the publisher encodes or drops it
-    assert isinstance(event, PredictionEvent) and event.prediction is opaque
+    assert recorder.events == [] and len(recorder.dropped) == 1
+    assert "dropping the prediction event of request 'req-1'" in caplog.text
+
+
+def test_the_event_carries_the_time_of_the_call() -> None:
+    recorder = Recorder()
+    router = _router(StandIn("1"), None, RoutingTable(), recorder)
+    before = time.time()
+    asyncio.run(router.predict(FEATURES, "req-1"))
+    after = time.time()
+    [pending] = recorder.pending
+    assert before <= pending[-1] <= after
 
 
 def test_a_failing_canary_challenger_is_answered_by_the_champion() -> None:

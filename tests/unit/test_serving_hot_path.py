@@ -12,7 +12,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -105,6 +105,32 @@ def test_a_nan_feature_is_spooled_as_null_not_dropped() -> None:
         publisher.close(timeout_s=0.5)
 
 
+def test_deferred_events_are_encoded_by_the_sender_in_order_and_bad_ones_counted() -> None:
+    spool = MemorySpool()
+    publisher = EventPublisher(f"127.0.0.1:{free_port()}", spool=spool, require_broker=False)
+
+    def encode(data: Any) -> bytes | None:
+        if data == "unencodable":
+            return None  # an encoder that says no has logged why
+        if data == "bug":
+            raise RuntimeError("an encoder's bug")
+        return json.dumps({"n": data}).encode()
+
+    try:
+        for data in (1, "unencodable", 2, "bug", 3):
+            publisher.publish_deferred("t", f"key-{data}", encode, data)
+        deadline = time.monotonic() + 5
+        while spool.depth < 3:
+            assert time.monotonic() < deadline, publisher.stats()
+            time.sleep(0.02)
+        records = spool.peek(10)
+        assert [json.loads(r.value)["n"] for r in records] == [1, 2, 3]
+        assert [r.key for r in records] == [b"key-1", b"key-2", b"key-3"]
+        assert publisher.stats().dropped == 2
+    finally:
+        publisher.close(timeout_s=0.5)
+
+
 def test_what_msgspec_cannot_write_goes_through_the_contract_encoder() -> None:
     event = _prediction({"surrogate": "\ud800", "x": math.nan})  # not encodable as UTF-8
     assert json.loads(encode_event(event)) == json.loads(encode(event))
@@ -132,7 +158,11 @@ class _Events:
     def publish(self, topic: str, event: Any) -> None:
         self.events.append(event)
 
-    def publish_encoded(self, topic: str, key: str, value: bytes) -> None:
+    def publish_deferred(
+        self, topic: str, key: str, encode: Callable[[Any], bytes | None], data: Any
+    ) -> None:
+        value = encode(data)
+        assert value is not None
         self.events.append(decode_prediction(value))
 
 

@@ -22,8 +22,9 @@ Order of work for one request (:meth:`ModelRouter.predict`):
    finished, i.e. after the answer has been sent (see :meth:`ModelRouter._mirror_later`);
    its event (or error event: exception, timeout, busy) is recorded from that thread.
 
-A prediction event is encoded on the spot (:mod:`modelcanary.prediction_bytes`) and only
-appended to the publisher's queue: publishing never waits for Kafka.
+A prediction event is handed to the publisher as a tuple of its values: the publisher's
+sender thread encodes it (:mod:`modelcanary.prediction_bytes`) and sends it, so
+publishing never waits for Kafka, nor for the encoding.
 """
 
 from __future__ import annotations

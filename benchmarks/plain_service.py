@@ -2,10 +2,10 @@
 
 What a careful team would write to serve one MLflow model without modelcanary: the same
 loaded :class:`~modelcanary.predictor.Predictor`, the same input validation from the
-signature and the same BentoML settings (no access log, short traffic timeout, frozen GC)
-as ``serving/service.py`` — and nothing else: no routing, no events, no Kafka, no
-challenger, no metrics of its own. The difference between the two is what modelcanary
-costs.
+signature and the same BentoML settings (no access log, short traffic timeout, frozen GC,
+``MODELCANARY_WORKER_CPUS``) as ``serving/service.py`` — and nothing else: no routing,
+no events, no Kafka, no challenger, no metrics of its own. The difference between the two
+is what modelcanary costs.
 
     bentoml serve benchmarks.plain_service:PlainService --port 3001
 """
@@ -21,6 +21,7 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelcanary.config import load_settings
+from modelcanary.cpu_affinity import pin_worker
 from modelcanary.errors import InvalidRequestError
 from modelcanary.registry import Registry
 
@@ -52,6 +53,7 @@ class PlainService:
     def __init__(self) -> None:
         import mlflow
 
+        pin_worker(SETTINGS.worker_cpus, bentoml.server_context.worker_index or 1)
         uri = SETTINGS.resolved_mlflow_uri()
         mlflow.set_tracking_uri(uri)  # as serving_wiring does: models:/ URIs resolve by it
         mlflow.set_registry_uri(uri)

@@ -507,8 +507,21 @@ def main(argv: list[str] | None = None) -> int:
         default="isolated",
         help="isolated: services under test on one CPU, load/broker/MLflow on the others",
     )
+    parser.add_argument(
+        "--worker-cpus",
+        default="off",
+        help="MODELCANARY_WORKER_CPUS of all three services (off, auto or a CPU list): "
+        "auto pins each worker to one CPU of those its service may use",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    from modelcanary.cpu_affinity import parse_worker_cpus
+    from modelcanary.errors import ConfigError
+
+    try:
+        parse_worker_cpus(args.worker_cpus)
+    except ConfigError as exc:
+        parser.error(str(exc))
     if not 1 <= args.starts <= args.rounds:
         parser.error(f"--starts must be between 1 and --rounds ({args.rounds})")
     tool = args.loadgen
@@ -532,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     handles: list[Any] = []
     try:
         base, handles, row = start_backends(root)
+        base = base.with_overrides(worker_cpus=args.worker_cpus)
         other_pids = [h.pid for h in handles]
         body = root / "body.json"
         body.write_text(json.dumps({"features": row}))
@@ -562,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(rounds)
         summary["placement"] = {
             k: placement[k] for k in ("placement", "service_cpus", "other_cpus", "note")
-        }
+        } | {"worker_cpus": args.worker_cpus}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         if args.details:

@@ -19,6 +19,9 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_ADMIN_TOKEN       (unset)            bearer token of the admin endpoints
     MODELCANARY_WEBHOOK_URLS      (unset)            comma-separated URLs that receive decisions
     MODELCANARY_SERVING_WORKERS   1                  worker processes of one `bentoml serve`
+    MODELCANARY_WORKER_CPUS       off                pin each serving worker to one CPU: auto
+                                                     (worker i on the i-th usable CPU) or a
+                                                     CPU list such as 0-3,8
     MODELCANARY_CHALLENGER_TIMEOUT_MS 200            a slower challenger call counts as an error
     MODELCANARY_CHALLENGER_INLINE true               a fast challenger is called on the request's
                                                      thread under a SIGALRM timer (false: always
@@ -47,6 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from modelcanary.cpu_affinity import parse_worker_cpus
 from modelcanary.errors import ConfigError
 
 ENV_PREFIX = "MODELCANARY_"
@@ -73,6 +77,7 @@ ENV_VARS: tuple[str, ...] = tuple(
         "ADMIN_TOKEN",
         "WEBHOOK_URLS",
         "SERVING_WORKERS",
+        "WORKER_CPUS",
         "CHALLENGER_TIMEOUT_MS",
         "CHALLENGER_INLINE",
         "HTTP_KEEPALIVE_S",
@@ -146,6 +151,7 @@ class Settings:
     admin_token: str | None = None
     webhook_urls: tuple[str, ...] = ()
     serving_workers: int = 1
+    worker_cpus: str = "off"
     challenger_timeout_ms: float = 200.0
     challenger_inline: bool = True
     http_keepalive_s: int = 75
@@ -197,6 +203,7 @@ class Settings:
                 raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
         if self.challenger_timeout_ms <= 0:
             raise ConfigError("challenger_timeout_ms: must be > 0 milliseconds")
+        parse_worker_cpus(self.worker_cpus)
         if self.event_delivery_timeout_ms < 100:
             raise ConfigError("event_delivery_timeout_ms: must be at least 100 milliseconds")
         if self.spool_max_bytes < 1024 * 1024:
@@ -311,6 +318,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             u.strip() for u in (_str(env, "WEBHOOK_URLS") or "").split(",") if u.strip()
         ),
         serving_workers=_int(env, "SERVING_WORKERS", defaults.serving_workers),
+        worker_cpus=_str(env, "WORKER_CPUS") or defaults.worker_cpus,
         challenger_timeout_ms=_float(env, "CHALLENGER_TIMEOUT_MS", defaults.challenger_timeout_ms),
         challenger_inline=_bool(env, "CHALLENGER_INLINE", defaults.challenger_inline),
         http_keepalive_s=_int(env, "HTTP_KEEPALIVE_S", defaults.http_keepalive_s),

@@ -52,6 +52,7 @@ def component_env(settings: Settings, model: str | None = None) -> dict[str, str
             "MODELCANARY_SNAPSHOT_S": str(settings.snapshot_interval_s),
             "MODELCANARY_EVIDENCE_TTL_S": str(settings.evidence_ttl_s),
             "MODELCANARY_SERVING_WORKERS": str(settings.serving_workers),
+            "MODELCANARY_WORKER_CPUS": settings.worker_cpus,
             "MODELCANARY_CHALLENGER_TIMEOUT_MS": str(settings.challenger_timeout_ms),
             "MODELCANARY_CHALLENGER_INLINE": str(settings.challenger_inline).lower(),
             "MODELCANARY_HTTP_KEEPALIVE_S": str(settings.http_keepalive_s),

@@ -33,6 +33,7 @@ from bentoml.exceptions import (
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from modelcanary.config import load_settings
+from modelcanary.cpu_affinity import pin_worker
 from modelcanary.errors import (
     InputRejectedError,
     InvalidRequestError,
@@ -316,6 +317,8 @@ def _raise_http(exc: ModelcanaryError) -> NoReturn:
 )
 class ModelcanaryService(AdminEndpoints):
     def __init__(self) -> None:
+        # before any thread starts, so that every thread is on the worker's CPU
+        pin_worker(SETTINGS.worker_cpus, bentoml.server_context.worker_index or 1)
         self.parent_watch = ParentWatch().start()  # first: starting takes seconds
         self.settings = SETTINGS
         self.serving = build_serving(self.settings)

@@ -26,6 +26,7 @@ SAMPLES: Mapping[str, str] = {
     "ADMIN_TOKEN": "secret",
     "WEBHOOK_URLS": "https://hooks.example/modelcanary",
     "SERVING_WORKERS": "2",
+    "WORKER_CPUS": "0-1",
     "CHALLENGER_TIMEOUT_MS": "150",
     "CHALLENGER_INLINE": "false",
     "HTTP_KEEPALIVE_S": "30",

@@ -33,8 +33,15 @@ the canary's added cost came out 79 and 85 us with it, 60 without).
 JSON keys: ``plain_us`` and ``canary_us`` (median process CPU per request),
 ``added_us`` (canary minus plain, start order cancelled), ``added_thread_us`` (the same,
 request thread only), ``ratio_cpu`` (plain / canary: the throughput ratio a CPU-bound
-server would get), ``order_bias_us``, ``duels`` (the figures of each duel) and
-``fixed_addresses`` (whether the children ran without address randomisation).
+server would get), ``order_bias_us``, ``duels`` (the figures of each duel),
+``fixed_addresses`` (whether the children ran without address randomisation), ``cpus``
+and ``worker_cpus`` (the options below).
+
+Several cores (``--cpus all``): the children may run on every CPU, as a worker on a
+serving host does, where the request thread and the background threads need not share a
+core. With ``--worker-cpus`` the children pin themselves as ``MODELCANARY_WORKER_CPUS``
+makes a serving worker do (``--cpus all --worker-cpus 1``: both on CPU 1, with all their
+threads), which shows what the GIL's hand-over between cores costs the canary.
 
 Compare two versions of the code by running it on each: the broker and MLflow are the
 same kind, and the figures are per request.
@@ -266,6 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=2, help="duels with each start order")
     parser.add_argument("--blocks", type=int, default=30, help="blocks per variant and duel")
     parser.add_argument("--block", type=int, default=500, help="requests per block")
+    parser.add_argument(
+        "--cpus",
+        choices=("one", "all"),
+        default="one",
+        help="one: the children run on the last CPU, broker and MLflow on the others; "
+        "all: the children may run on every CPU (a serving host with several cores)",
+    )
+    parser.add_argument(
+        "--worker-cpus",
+        default="off",
+        help="MODELCANARY_WORKER_CPUS of both children (off, auto or a CPU list, e.g. the "
+        "last CPU with --cpus all: each child pins all its threads there as it starts)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
         "--fixed-addresses",
@@ -276,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.pairs, args.blocks, args.block) < 1:
         parser.error("--pairs, --blocks and --block must be at least 1")
+    from modelcanary.cpu_affinity import parse_worker_cpus
+    from modelcanary.errors import ConfigError
+
+    try:
+        parse_worker_cpus(args.worker_cpus)
+    except ConfigError as exc:
+        parser.error(str(exc))
     for name, value in {
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "GIT_PYTHON_REFRESH": "quiet",
@@ -293,9 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base, handles, row = start_backends(root)
         spec = root / "spec.json"
+        base = base.with_overrides(worker_cpus=args.worker_cpus)
         env = {v: component_env(base.with_overrides(model_name=f"bench-{v}")) for v in SERVICES}
         spec.write_text(json.dumps({"env": env, "row": row}))
-        os.sched_setaffinity(0, cpus[-1:])  # the services' CPU: the children inherit it
+        # the services' CPU(s): the children inherit them
+        os.sched_setaffinity(0, cpus[-1:] if args.cpus == "one" else cpus)
         prefix = fixed_addresses_prefix() if args.fixed_addresses else []
         if args.fixed_addresses and not prefix:
             print("setarch -R does not work here: addresses stay randomised", file=sys.stderr)
@@ -305,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
                 duels.append(duel(first, second, spec, args, (prefix, index + 1)))
                 print(f"pair {index + 1}/{args.pairs}: {json.dumps(duels[-1])}", file=sys.stderr)
         os.sched_setaffinity(0, cpus)
-        summary = {**summarise(duels), "fixed_addresses": bool(prefix)}
+        summary = {
+            **summarise(duels),
+            "fixed_addresses": bool(prefix),
+            "cpus": args.cpus,
+            "worker_cpus": args.worker_cpus,
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary, indent=2))

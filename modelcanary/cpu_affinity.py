@@ -7,9 +7,9 @@ between cores: while the request thread is busy, a waiter on another core is wok
 each of its brief releases of the GIL, finds it taken again and waits anew, and the
 request thread pays for those hand-overs (futex calls, cache lines moving between cores).
 On one core the hand-over is an ordinary thread switch. Measured in process on the
-2-core development machine, the canary cost 253 µs a request more than plain with
-both free to run on both CPUs, and 41 µs more with the canary's worker on one (README,
-"Serving overhead").
+2-core development machine (``benchmarks/serving_inprocess.py --cpus all``), the canary
+cost 191 µs a request more than plain with both free to run on both CPUs, and 62 µs
+more with both pinned to one (README, "Serving overhead", on several cores).
 
 Off by default: a pinned worker cannot move away from a core that something else keeps
 busy, which only a dedicated serving host can rule out. ``auto`` gives the workers of a
@@ -80,6 +80,16 @@ def choose_cpu(spec: str, worker_index: int, allowed: Iterable[int]) -> int | No
             f"(it may use {_ranges(usable)}); list only those, or set auto"
         )
     return cpus[(max(worker_index, 1) - 1) % len(cpus)]
+
+
+def check_worker_cpus(spec: str) -> None:
+    """Raise :class:`ConfigError` now if a worker could not be pinned as ``spec`` says.
+
+    For the command that starts ``bentoml serve``: a worker that fails as it starts only
+    says so in its log.
+    """
+    if parse_worker_cpus(spec) is not None and hasattr(os, "sched_getaffinity"):
+        choose_cpu(spec, 1, os.sched_getaffinity(0))
 
 
 def pin_worker(spec: str, worker_index: int) -> int | None:

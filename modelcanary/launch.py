@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelcanary.config import Settings
+from modelcanary.cpu_affinity import check_worker_cpus
 from modelcanary.infra.child_env import child_env
 from modelcanary.infra.processes import (
     ProcessHandle,
@@ -81,7 +82,10 @@ def bentoml_serve_command(
     expiry: a client that reuses a connection just as the server closes it gets a reset
     (``httpx.ReadError``) for a request the server never read. The server therefore keeps
     idle connections longer than its clients do (``MODELCANARY_HTTP_KEEPALIVE_S``).
+    Raises :class:`ConfigError` if ``MODELCANARY_WORKER_CPUS`` names a CPU this process
+    may not use.
     """
+    check_worker_cpus(settings.worker_cpus)
     return [
         sys.executable, "-m", "bentoml", "serve", service,
         "--host", host, "--port", str(port), "--working-dir", str(working_dir),

@@ -1,12 +1,16 @@
 """Two replicas, one of them with two workers: every worker routes every unit alike, and a
 decision on the decisions topic is applied by all of them within a second.
 
+The two-worker replica pins its workers (``MODELCANARY_WORKER_CPUS=auto``), the other
+does not: every test holds for both.
+
 Routers here re-read MLflow only every 30 s on their own, so only the decision watcher
 can explain a change seen within a second.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +64,11 @@ def replicas(
     controller = Controller(registry)
     controller.start(model, versions["good"], Policy(steps=(Step(0.3), Step(1.0))))
     with clean_mlflow_env(), ThreadPoolExecutor(2) as pool:  # both replicas at once
-        starting = [pool.submit(start_serving, settings, free_port(), workers=n) for n in (2, 1)]
+        pinned = settings.with_overrides(worker_cpus="auto")
+        starting = [
+            pool.submit(start_serving, replica, free_port(), workers=workers)
+            for replica, workers in ((pinned, 2), (settings, 1))
+        ]
     started = [f.result() for f in starting if f.exception() is None]
     try:
         assert len(started) == 2, [f.exception() for f in starting]
@@ -91,6 +99,28 @@ def _workers(url: str, expected: int, timeout_s: float = 30.0) -> dict[int, dict
         health = _fresh(url, "/healthz")
         seen[health["worker_pid"]] = health
     return seen
+
+
+def _thread_cpus(pid: int) -> set[tuple[int, ...]]:
+    """The distinct CPU sets the threads of process ``pid`` may run on."""
+    cpus: set[tuple[int, ...]] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            cpus.add(tuple(sorted(os.sched_getaffinity(int(tid)))))
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+    return cpus
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux's")
+def test_pinned_workers_keep_every_thread_on_a_cpu_of_their_own(replicas: Replicas) -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    pinned = {pid: _thread_cpus(pid) for pid in _workers(replicas.a.url or "", 2)}
+    assert all(len(cpus) == 1 and len(next(iter(cpus))) == 1 for cpus in pinned.values()), pinned
+    chosen = sorted(next(iter(cpus))[0] for cpus in pinned.values())
+    assert chosen == sorted(usable[i % len(usable)] for i in range(2))
+    (free,) = _workers(replicas.b.url or "", 1)
+    assert _thread_cpus(free) == {tuple(usable)}
 
 
 def test_every_worker_of_every_replica_routes_each_unit_alike(replicas: Replicas) -> None:

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from modelcanary.config import load_settings
 from modelcanary.cpu_affinity import _ranges, choose_cpu, parse_worker_cpus
 from modelcanary.errors import ConfigError
+from modelcanary.launch import bentoml_serve_command
 
 linux_only = pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity"), reason="pinning threads needs Linux"
@@ -128,3 +130,13 @@ def test_off_leaves_the_threads_where_they_were() -> None:
     pinned = _pin_in_a_child("off", 1)
     assert pinned["cpu"] is None
     assert pinned["affinities"] == [usable] * 3
+
+
+@linux_only
+def test_the_serve_command_refuses_a_cpu_this_process_may_not_use() -> None:
+    missing = max(os.sched_getaffinity(0)) + 1
+    settings = load_settings({"MODELCANARY_WORKER_CPUS": str(missing)})
+    with pytest.raises(ConfigError, match=rf"CPU\(s\) \[{missing}\] are not available"):
+        bentoml_serve_command(settings, "127.0.0.1", 3000, Path("."))
+    usable = load_settings({"MODELCANARY_WORKER_CPUS": "auto"})
+    assert "bentoml" in bentoml_serve_command(usable, "127.0.0.1", 3000, Path("."))

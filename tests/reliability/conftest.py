@@ -96,13 +96,21 @@ class Stack:
         return sorted((self.settings.data_dir / "logs").glob("*.log"))
 
     def ensure_running_rollout(self) -> str:
-        """A running rollout of the version that is not the champion (fuzzing may end it)."""
+        """A running rollout of the version that is not the champion (fuzzing may end it),
+        once the serving replica routes by it (it re-reads MLflow about once a second)."""
         rollout = self.controller.store.load(self.model)
         if rollout is not None and rollout.state.value == "running":
-            return rollout.rollout_id
-        champion = self.registry.alias_version(self.model, "champion")
-        other = next(v for v in self.versions if v != champion)
-        return restart_rollout(self.controller, self.model, other, gated_policy())
+            rollout_id = rollout.rollout_id
+        else:
+            champion = self.registry.alias_version(self.model, "champion")
+            other = next(v for v in self.versions if v != champion)
+            rollout_id = restart_rollout(self.controller, self.model, other, gated_policy())
+        wait_until(
+            lambda: self.client.get("/healthz").json()["rollout_id"] == rollout_id,
+            30,
+            f"the serving replica to route by rollout {rollout_id}",
+        )
+        return rollout_id
 
 
 def _evil_module(folder: Path) -> Path:

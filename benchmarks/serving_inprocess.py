@@ -268,6 +268,8 @@ def summarise(duels: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.serving_overhead import worker_cpus_option
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True, help="write the result here")
     parser.add_argument("--pairs", type=int, default=2, help="duels with each start order")
@@ -283,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worker-cpus",
         default="off",
+        type=worker_cpus_option,
         help="MODELCANARY_WORKER_CPUS of both children (off, auto or a CPU list, e.g. the "
         "last CPU with --cpus all: each child pins all its threads there as it starts)",
     )
@@ -296,13 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.pairs, args.blocks, args.block) < 1:
         parser.error("--pairs, --blocks and --block must be at least 1")
-    from modelcanary.cpu_affinity import parse_worker_cpus
-    from modelcanary.errors import ConfigError
-
-    try:
-        parse_worker_cpus(args.worker_cpus)
-    except ConfigError as exc:
-        parser.error(str(exc))
     for name, value in {
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "GIT_PYTHON_REFRESH": "quiet",

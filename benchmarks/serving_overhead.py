@@ -112,6 +112,18 @@ def plan_placement(requested: str) -> dict[str, Any]:
     }
 
 
+def worker_cpus_option(text: str) -> str:
+    """argparse ``type`` of ``--worker-cpus``: the text if MODELCANARY_WORKER_CPUS takes it."""
+    from modelcanary.cpu_affinity import parse_worker_cpus
+    from modelcanary.errors import ConfigError
+
+    try:
+        parse_worker_cpus(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _pin_calling_thread(cpus: list[int]) -> None:
     """Children started from this thread from now on inherit ``cpus`` (Linux: per thread)."""
     os.sched_setaffinity(0, cpus)
@@ -510,18 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worker-cpus",
         default="off",
+        type=worker_cpus_option,
         help="MODELCANARY_WORKER_CPUS of all three services (off, auto or a CPU list): "
         "auto pins each worker to one CPU of those its service may use",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    from modelcanary.cpu_affinity import parse_worker_cpus
-    from modelcanary.errors import ConfigError
-
-    try:
-        parse_worker_cpus(args.worker_cpus)
-    except ConfigError as exc:
-        parser.error(str(exc))
     if not 1 <= args.starts <= args.rounds:
         parser.error(f"--starts must be between 1 and --rounds ({args.rounds})")
     tool = args.loadgen

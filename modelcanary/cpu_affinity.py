@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 OFF = "off"
 AUTO = "auto"
 _VARIABLE = "MODELCANARY_WORKER_CPUS"
+#: Linux numbers CPUs below this (CONFIG_NR_CPUS is at most 8192).
+MAX_CPUS = 8192
 
 
 def parse_worker_cpus(spec: str) -> list[int] | None:
@@ -43,7 +45,7 @@ def parse_worker_cpus(spec: str) -> list[int] | None:
         return None
     if text == AUTO:
         return []
-    cpus: list[int] = []
+    cpus: dict[int, None] = {}  # ordered, without repeats
     for part in text.split(","):
         first, dash, last = part.strip().partition("-")
         try:
@@ -55,8 +57,10 @@ def parse_worker_cpus(spec: str) -> list[int] | None:
             ) from None
         if low < 0 or high < low:
             raise ConfigError(f"{_VARIABLE}: {part.strip()!r} is not a CPU range (low-high)")
-        cpus.extend(cpu for cpu in range(low, high + 1) if cpu not in cpus)
-    return cpus
+        if high >= MAX_CPUS:
+            raise ConfigError(f"{_VARIABLE}: CPU {high} does not exist (at most {MAX_CPUS - 1})")
+        cpus.update(dict.fromkeys(range(low, high + 1)))
+    return list(cpus)
 
 
 def choose_cpu(spec: str, worker_index: int, allowed: Iterable[int]) -> int | None:

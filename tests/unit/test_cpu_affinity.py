@@ -45,6 +45,7 @@ def test_parses_off_auto_and_cpu_lists(spec: str, expected: list[int] | None) ->
         ("1,,2", "is not off, auto or a CPU list"),
         ("3-1", "'3-1' is not a CPU range"),
         ("-1", "is not off, auto or a CPU list"),
+        ("0-999999999", "CPU 999999999 does not exist (at most 8191)"),
     ],
 )
 def test_a_bad_spec_names_the_variable_and_the_form(spec: str, message: str) -> None:

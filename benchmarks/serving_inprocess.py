@@ -79,7 +79,13 @@ STARTUP_TIMEOUT_S = 300.0
 # -- the child: one service, driven in-process --------------------------------------
 async def call_predict(app: Any, body: bytes) -> int:
     """One ``POST /predict`` through the ASGI app; returns the status code."""
+    return (await call_predict_answer(app, body))[0]
+
+
+async def call_predict_answer(app: Any, body: bytes) -> tuple[int, bytes]:
+    """One ``POST /predict`` through the ASGI app; returns the status code and the body."""
     status = 0
+    answer: list[bytes] = []
     delivered = False
     scope = {
         "type": "http",
@@ -113,9 +119,11 @@ async def call_predict(app: Any, body: bytes) -> int:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
+        else:
+            answer.append(message.get("body", b""))
 
     await app(scope, receive, send)
-    return status
+    return status, b"".join(answer)
 
 
 async def start_lifespan(app: Any) -> None:
@@ -139,9 +147,8 @@ async def start_lifespan(app: Any) -> None:
 _LIFESPANS: list[asyncio.Future[Any]] = []
 
 
-def child_main(variant: str, spec_path: Path, block: int) -> None:
-    """Load one service; on each line of stdin run ``block`` requests, print their CPU."""
-    spec = json.loads(spec_path.read_text())
+def load_app(variant: str, spec: dict[str, Any]) -> Any:
+    """The variant's BentoML ASGI app, as worker 1 of ``bentoml serve`` would build it."""
     os.environ.update(spec["env"][variant])
     os.chdir(REPO_ROOT)
     from _bentoml_impl.loader import load
@@ -151,7 +158,13 @@ def child_main(variant: str, spec_path: Path, block: int) -> None:
     server_context.service_type = "entry_service"
     server_context.service_name = service.name
     server_context.worker_index = 1
-    app = service.to_asgi(is_main=True)
+    return service.to_asgi(is_main=True)
+
+
+def child_main(variant: str, spec_path: Path, block: int) -> None:
+    """Load one service; on each line of stdin run ``block`` requests, print their CPU."""
+    spec = json.loads(spec_path.read_text())
+    app = load_app(variant, spec)
     body = json.dumps({"features": spec["row"]}).encode()
 
     async def serve() -> None:

@@ -78,6 +78,7 @@ _PERMANENT = frozenset(
 )
 REPLAY_CHUNK = 500
 MAX_ROUND = 5_000
+_new_tuple = tuple.__new__
 
 
 def _unavailable(bootstrap: str, exc: Exception) -> BrokerUnavailableError:
@@ -213,6 +214,7 @@ class EventPublisher:
         self._overflow = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._closing = False  # _stop.is_set(), read without a call on every publish
         self._producer: Producer | None = None
         self._next_attempt = 0.0
         self.last_error: str | None = None
@@ -246,14 +248,23 @@ class EventPublisher:
     ) -> None:
         """Queue an event as values; the sender encodes it with ``encode(data)``.
 
-        For events made on every request: the request's thread only appends a tuple.
+        For events made on every request: the request's thread only appends a tuple
+        (made with ``tuple.__new__``: a named tuple's own constructor is a Python call;
+        and :meth:`_enqueue` is written out, for the same reason).
         ``data`` must not change once handed over.
         """
-        self._enqueue(DeferredRecord(topic, key, encode, data))
+        queue = self._queue
+        queued = len(queue)
+        if queued >= self._queue_max or self._closing:
+            self._overflow += 1
+            return
+        queue.append(_new_tuple(DeferredRecord, (topic, key, encode, data)))
+        if queued == MAX_ROUND:
+            self._wake.set()
 
     def _enqueue(self, item: SpoolRecord | DeferredRecord) -> None:
         queued = len(self._queue)
-        if queued >= self._queue_max or self._stop.is_set():
+        if queued >= self._queue_max or self._closing:
             self._overflow += 1  # rare; a lost increment under a race only undercounts
             return
         self._queue.append(item)
@@ -277,6 +288,7 @@ class EventPublisher:
         """
         if self.state is PublisherState.HEALTHY:
             self.flush(timeout_s)
+        self._closing = True
         self._stop.set()
         self._wake.set()
         # A round under way may wait up to the delivery timeout for acks before spooling
@@ -364,7 +376,7 @@ class EventPublisher:
         try:
             value = item.encode(item.data)
             if value is not None:
-                return SpoolRecord(item.topic, item.key.encode(), value)
+                return _new_tuple(SpoolRecord, (item.topic, item.key.encode(), value))
         except Exception:  # a bug in an encoder must not stop the sender or lose the round
             log.exception("dropping an event that cannot be encoded")
         self.dropped += 1

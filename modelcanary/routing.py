@@ -16,7 +16,7 @@ hash reassigns units, so replicas of one rollout must all run the same version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modelcanary.errors import RoutingError
 from modelcanary.events import Arm, Mode
@@ -59,22 +59,28 @@ class RoutingTable:
     mode: Mode = Mode.CANARY
     traffic_fraction: float = 0.0
     step: int | None = None
+    #: Whether any traffic goes to the challenger (a rollout with a fraction above 0).
+    #: Fields, not properties, because every request reads them (a property is a
+    #: Python call).
+    active: bool = field(init=False, repr=False, compare=False)
+    _salt_prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.traffic_fraction <= 1.0:
             raise RoutingError(f"traffic fraction {self.traffic_fraction} is outside [0, 1]")
-
-    @property
-    def active(self) -> bool:
-        return self.rollout_id is not None and self.traffic_fraction > 0.0
+        active = self.rollout_id is not None and self.traffic_fraction > 0.0
+        object.__setattr__(self, "active", active)
+        object.__setattr__(self, "_salt_prefix", f"{self.rollout_id or ''}\x1f")
 
     def route(self, unit_key: str) -> Route:
         """Canary: a fraction of units is served by the challenger. Shadow: the champion
         serves everyone and a fraction of requests is mirrored to the challenger."""
         if not self.active:
             return _CHAMPION_ONLY
-        # the table checked its fraction once: no need for assign_arm's check per request
-        challenger = _to_challenger(unit_key, self.rollout_id or "", self.traffic_fraction)
+        # _to_challenger written out (it runs for every request); the table checked its
+        # fraction once: no need for assign_arm's check per request
+        position = (stable_hash_bytes((self._salt_prefix + unit_key).encode()) >> 11) * _UNIT
+        challenger = position < self.traffic_fraction
         if self.mode is Mode.SHADOW:
             return _MIRRORED if challenger else _CHAMPION_ONLY
         return _CHALLENGER_ONLY if challenger else _CHAMPION_ONLY

@@ -17,7 +17,7 @@ may make the server buffer. Bound that in front of the service (nginx's
 
 It is on every request's path: the check is one pass over ``scope["headers"]`` adding
 lengths; the refusals' bodies are encoded once, at start. The service runs the check
-first thing in its own middleware (:meth:`HeaderLimitMiddleware.refusal`) rather than
+first thing in its own middleware (:meth:`HeaderLimitMiddleware.scan`) rather than
 as one more ASGI layer, which costs every request a coroutine.
 """
 
@@ -62,20 +62,24 @@ class HeaderLimitMiddleware:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            refusal = self.refusal(scope["headers"])
+            refusal = self.scan(scope["headers"])[0]
             if refusal is not None:
                 await self.refuse(send, refusal)
                 return
         await self.app(scope, receive, send)
 
-    def refusal(self, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
-        """What to answer a request with these header fields, or None if they fit."""
+    def scan(self, headers: list[tuple[bytes, bytes]]) -> tuple[Refusal | None, bytes | None]:
+        """What to answer a request with these header fields (None if they fit), and its
+        raw ``Content-Length`` (None if absent): one pass for both, on every request."""
         if len(headers) > self.max_count:
-            return self._too_many
+            return self._too_many, None
         size = 0
+        length = None
         for name, value in headers:
             size += len(name) + len(value)
-        return self._too_large if size > self.max_bytes else None
+            if name == b"content-length" and length is None:
+                length = value
+        return (self._too_large if size > self.max_bytes else None), length
 
     @staticmethod
     async def refuse(send: Any, refusal: Refusal) -> None:

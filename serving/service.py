@@ -175,7 +175,7 @@ def _answer(answer: Any) -> PredictAnswer:
         prediction=answer.prediction,
         score=answer.score,
         version=answer.version,
-        arm=answer.arm.value,
+        arm=str(answer.arm),  # the value: a StrEnum's str() is str's own (.value is Python)
     )
 
 
@@ -192,7 +192,7 @@ class ServingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self.header_limits.refusal(scope["headers"])  # before anything else
+        refusal, length = self.header_limits.scan(scope["headers"])  # before anything else
         if refusal is not None:
             await self.header_limits.refuse(send, refusal)
             return
@@ -208,7 +208,15 @@ class ServingMiddleware:
             if isinstance(serving.metrics, ServingMetrics):
                 serving.metrics.publisher(serving.publisher.stats())
         if method in ("POST", "PUT", "PATCH"):
-            declared = _declared_length(scope["headers"])
+            # the Content-Length: None if absent, -1 if it is not a number (no call: hot path)
+            declared = None
+            if length is not None:
+                try:
+                    declared = int(length)
+                except ValueError:
+                    declared = -1
+                if declared < 0:
+                    declared = -1
             if declared is None or not 0 <= declared <= self.max_bytes:  # else it fits
                 receive = await self._limited(declared, receive, send)
                 if receive is None:
@@ -256,18 +264,6 @@ class ServingMiddleware:
             return await receive()
 
         return replay
-
-
-def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The request's Content-Length; None if absent, -1 if it is not a number."""
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                return -1
-            return declared if declared >= 0 else -1
-    return None
 
 
 async def _drain(receive: Any) -> None:
@@ -340,7 +336,13 @@ class ModelcanaryService(AdminEndpoints):
             answer = await self.router.predict(features, request_id, unit_id)
         except ModelcanaryError as exc:
             _raise_http(exc)
-        return _answer(answer)
+        return PredictAnswer(  # _answer written out: every request runs this
+            request_id=answer.request_id,
+            prediction=answer.prediction,
+            score=answer.score,
+            version=answer.version,
+            arm=str(answer.arm),
+        )
 
     @bentoml.api(input_spec=PredictBatchInput)
     async def predict_batch(self, rows: list[PredictRow]) -> BatchAnswer:
@@ -352,8 +354,11 @@ class ModelcanaryService(AdminEndpoints):
             _raise_http(exc)
         return BatchAnswer(predictions=[_answer(a) for a in answers])
 
-    @bentoml.api(input_spec=FeedbackInput)
-    async def feedback(
+    # Named after predict* on purpose: BentoML tries routes in the alphabetical order of
+    # the methods' names, and every /predict request would first be matched against
+    # /feedback's route.
+    @bentoml.api(route="/feedback", name="feedback", input_spec=FeedbackInput)
+    async def record_feedback(
         self, request_id: str, label: Any = None, kpis: dict[str, float] | None = None
     ) -> FeedbackAnswer:
         """Report what happened after a prediction; emits an outcome event."""

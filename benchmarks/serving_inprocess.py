@@ -188,6 +188,23 @@ def child_main(variant: str, spec_path: Path, block: int) -> None:
 
 
 # -- the parent: backends, duels, summary ---------------------------------------------
+def quiet_environment() -> None:
+    """No telemetry, no git probing in the children (unless the caller set otherwise)."""
+    for name, value in {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "BENTOML_DO_NOT_TRACK": "true",
+    }.items():
+        os.environ.setdefault(name, value)
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """The benchmark's JSON, to ``path`` and to stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
 def fixed_addresses_prefix() -> list[str]:
     """``setarch ARCH -R`` (no address-space randomisation) if it works here, else []."""
     setarch = shutil.which("setarch")
@@ -312,12 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.pairs, args.blocks, args.block) < 1:
         parser.error("--pairs, --blocks and --block must be at least 1")
-    for name, value in {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GIT_PYTHON_REFRESH": "quiet",
-        "BENTOML_DO_NOT_TRACK": "true",
-    }.items():
-        os.environ.setdefault(name, value)
+    quiet_environment()
     from benchmarks.serving_overhead import clean_up, start_backends
     from modelcanary.launch import component_env
 
@@ -349,9 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": args.cpus,
             "worker_cpus": args.worker_cpus,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
-        print(json.dumps(summary, indent=2))
+        write_summary(args.json, summary)
     finally:
         clean_up(handles, root, keep=args.keep)
     return 0

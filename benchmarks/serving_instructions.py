@@ -71,7 +71,9 @@ from benchmarks.serving_inprocess import (  # noqa: E402
     SERVICES,
     call_predict_answer,
     load_app,
+    quiet_environment,
     start_lifespan,
+    write_summary,
 )
 from modelcanary.events import Arm  # noqa: E402
 
@@ -348,12 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed: `apt-get install valgrind`")
-    for name, value in {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GIT_PYTHON_REFRESH": "quiet",
-        "BENTOML_DO_NOT_TRACK": "true",
-    }.items():
-        os.environ.setdefault(name, value)
+    quiet_environment()
     from benchmarks.serving_overhead import clean_up, start_backends
     from modelcanary.launch import component_env
 
@@ -376,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             "cache_sim": args.cache_sim,
             "caches": CACHES if args.cache_sim else None,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
-        print(json.dumps(summary, indent=2))
+        write_summary(args.json, summary)
     finally:
         clean_up(handles, root, keep=args.keep)
     return 0

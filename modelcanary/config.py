@@ -19,9 +19,11 @@ Every address, topic name, directory and timeout has an embedded default. Set a
     MODELCANARY_ADMIN_TOKEN       (unset)            bearer token of the admin endpoints
     MODELCANARY_WEBHOOK_URLS      (unset)            comma-separated URLs that receive decisions
     MODELCANARY_SERVING_WORKERS   1                  worker processes of one `bentoml serve`
-    MODELCANARY_WORKER_CPUS       off                pin each serving worker to one CPU: auto
-                                                     (worker i on the i-th usable CPU) or a
-                                                     CPU list such as 0-3,8
+    MODELCANARY_WORKER_CPUS       dedicated          pin each serving worker to one CPU:
+                                                     dedicated (only when the replica may use
+                                                     one CPU per worker, no more), auto
+                                                     (always: worker i on the i-th usable
+                                                     CPU), a CPU list such as 0-3,8, or off
     MODELCANARY_CHALLENGER_TIMEOUT_MS 200            a slower challenger call counts as an error
     MODELCANARY_CHALLENGER_INLINE true               a fast challenger is called on the request's
                                                      thread under a SIGALRM timer (false: always
@@ -151,7 +153,7 @@ class Settings:
     admin_token: str | None = None
     webhook_urls: tuple[str, ...] = ()
     serving_workers: int = 1
-    worker_cpus: str = "off"
+    worker_cpus: str = "dedicated"
     challenger_timeout_ms: float = 200.0
     challenger_inline: bool = True
     http_keepalive_s: int = 75

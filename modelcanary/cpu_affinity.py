@@ -11,11 +11,14 @@ On one core the hand-over is an ordinary thread switch. Measured in process on t
 cost 191 µs a request more than plain with both free to run on both CPUs, and 62 µs
 more with both pinned to one (README, "Serving overhead", on several cores).
 
-Off by default: a pinned worker cannot move away from a core that something else keeps
-busy, which only a dedicated serving host can rule out. ``auto`` gives the workers of a
-replica the CPUs it may use in turn (worker 1 the first, worker 2 the second, ...); a
-CPU list such as ``0-3,8`` does the same over those CPUs, and tells replicas sharing a
-host apart.
+``dedicated``, the default, pins only a replica whose CPUs are its own, one per worker:
+when the process may use exactly as many CPUs as the replica has workers (a container
+or pod given a cpuset of that size), worker *i* goes to the *i*-th of them. Elsewhere it
+pins nothing: a pinned worker cannot move away from a core that something else keeps
+busy, and on a host whose CPUs outnumber the workers nothing says which cores are free.
+``auto`` pins in any case, giving the workers of a replica the CPUs it may use in turn
+(worker 1 the first, worker 2 the second, ...); a CPU list such as ``0-3,8`` does the
+same over those CPUs, and tells replicas sharing a host apart. ``off`` never pins.
 """
 
 from __future__ import annotations
@@ -30,18 +33,20 @@ log = logging.getLogger(__name__)
 
 OFF = "off"
 AUTO = "auto"
+DEDICATED = "dedicated"
 _VARIABLE = "MODELCANARY_WORKER_CPUS"
 #: Linux numbers CPUs below this (CONFIG_NR_CPUS is at most 8192).
 MAX_CPUS = 8192
 
 
 def parse_worker_cpus(spec: str) -> list[int] | None:
-    """``off`` → None; ``auto`` → []; ``0-3,8`` → [0, 1, 2, 3, 8] (in the order written).
+    """The CPUs ``spec`` lists: ``off`` and ``dedicated`` → None (none: no CPU list);
+    ``auto`` → [] (all); ``0-3,8`` → [0, 1, 2, 3, 8] (in the order written).
 
     Raises :class:`ConfigError` naming the variable and the expected form.
     """
     text = spec.strip().lower()
-    if text in ("", OFF):
+    if text in ("", OFF, DEDICATED):
         return None
     if text == AUTO:
         return []
@@ -53,7 +58,7 @@ def parse_worker_cpus(spec: str) -> list[int] | None:
             high = int(last) if dash else low
         except ValueError:
             raise ConfigError(
-                f"{_VARIABLE}: {spec!r} is not off, auto or a CPU list such as 0-3,8"
+                f"{_VARIABLE}: {spec!r} is not off, dedicated, auto or a CPU list such as 0-3,8"
             ) from None
         if low < 0 or high < low:
             raise ConfigError(f"{_VARIABLE}: {part.strip()!r} is not a CPU range (low-high)")
@@ -63,12 +68,20 @@ def parse_worker_cpus(spec: str) -> list[int] | None:
     return list(cpus)
 
 
-def choose_cpu(spec: str, worker_index: int, allowed: Iterable[int]) -> int | None:
-    """The CPU for worker ``worker_index`` (1-based) of a replica, or None when off.
+def choose_cpu(
+    spec: str, worker_index: int, allowed: Iterable[int], workers: int = 1
+) -> int | None:
+    """The CPU for worker ``worker_index`` (1-based) of a replica of ``workers`` workers,
+    or None when it is not to be pinned.
 
     ``allowed`` is the set of CPUs the process may use; a listed CPU outside it is a
     :class:`ConfigError` (the worker could not run there).
     """
+    if spec.strip().lower() == DEDICATED:
+        usable = sorted(allowed)
+        if len(usable) != workers or not 1 <= worker_index <= workers:
+            return None
+        return usable[worker_index - 1]
     cpus = parse_worker_cpus(spec)
     if cpus is None:
         return None
@@ -96,19 +109,26 @@ def check_worker_cpus(spec: str) -> None:
         choose_cpu(spec, 1, os.sched_getaffinity(0))
 
 
-def pin_worker(spec: str, worker_index: int) -> int | None:
-    """Pin every thread of this process to the CPU :func:`choose_cpu` picks; returns it.
+def pin_worker(spec: str, worker_index: int, workers: int = 1) -> int | None:
+    """Pin every thread of this process to the CPU :func:`choose_cpu` picks; returns it
+    (None if it pinned nothing).
 
     Threads started later inherit the CPU from the thread that starts them. Where the
-    platform cannot pin (not Linux) it logs a warning and returns None.
+    platform cannot pin (not Linux) it returns None, with a warning if pinning was asked
+    for explicitly (``auto`` or a list).
     """
-    if parse_worker_cpus(spec) is None:
+    dedicated = spec.strip().lower() == DEDICATED
+    if parse_worker_cpus(spec) is None and not dedicated:
         return None
     if not hasattr(os, "sched_setaffinity"):
-        log.warning("%s=%s is ignored: this platform cannot pin threads to CPUs", _VARIABLE, spec)
+        if not dedicated:
+            log.warning(
+                "%s=%s is ignored: this platform cannot pin threads to CPUs", _VARIABLE, spec
+            )
         return None
-    cpu = choose_cpu(spec, worker_index, os.sched_getaffinity(0))
-    assert cpu is not None
+    cpu = choose_cpu(spec, worker_index, os.sched_getaffinity(0), workers)
+    if cpu is None:
+        return None
     threads = _thread_ids()
     for thread_id in threads:
         try:

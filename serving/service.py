@@ -314,7 +314,11 @@ def _raise_http(exc: ModelcanaryError) -> NoReturn:
 class ModelcanaryService(AdminEndpoints):
     def __init__(self) -> None:
         # before any thread starts, so that every thread is on the worker's CPU
-        pin_worker(SETTINGS.worker_cpus, bentoml.server_context.worker_index or 1)
+        pin_worker(
+            SETTINGS.worker_cpus,
+            bentoml.server_context.worker_index or 1,
+            SETTINGS.serving_workers,
+        )
         self.parent_watch = ParentWatch().start()  # first: starting takes seconds
         self.settings = SETTINGS
         self.serving = build_serving(self.settings)

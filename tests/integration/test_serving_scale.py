@@ -1,8 +1,11 @@
 """Two replicas, one of them with two workers: every worker routes every unit alike, and a
 decision on the decisions topic is applied by all of them within a second.
 
-The two-worker replica pins its workers (``MODELCANARY_WORKER_CPUS=auto``), the other
-does not: every test holds for both.
+The two-worker replica pins its workers, the other does not: every test holds for both.
+Where the process may use exactly two CPUs the two-worker replica runs with the default,
+``MODELCANARY_WORKER_CPUS=dedicated`` (one CPU per worker: it pins), elsewhere with
+``auto``; the one-worker replica always with the default (more CPUs than workers: it
+does not pin, unless there is only one CPU).
 
 Routers here re-read MLflow only every 30 s on their own, so only the decision watcher
 can explain a change seen within a second.
@@ -64,7 +67,8 @@ def replicas(
     controller = Controller(registry)
     controller.start(model, versions["good"], Policy(steps=(Step(0.3), Step(1.0))))
     with clean_mlflow_env(), ThreadPoolExecutor(2) as pool:  # both replicas at once
-        pinned = settings.with_overrides(worker_cpus="auto")
+        two_cpus = hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) == 2
+        pinned = settings.with_overrides(worker_cpus="dedicated" if two_cpus else "auto")
         starting = [
             pool.submit(start_serving, replica, free_port(), workers=workers)
             for replica, workers in ((pinned, 2), (settings, 1))

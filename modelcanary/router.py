@@ -661,9 +661,9 @@ class ModelRouter:
         Every request pays for this path, so it is :meth:`predict_batch` for one row with
         the generic steps inlined: one metrics update and one event, no per-row loops.
         """
-        # Each Python call on this path costs instructions and, above all, cache misses
-        # (its code and data are cold again by the next request): the champion's steps
-        # (_champion, _validate, _observe) are written out here.
+        # Every Python call on this path costs every request (~200 instructions, and its
+        # code must be brought back into the caches): the champion's steps (_champion,
+        # _validate, _observe) are written out here.
         snap = self.snapshot
         champion = snap.champion
         if champion is None:

@@ -316,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-cpus",
         default="off",
         type=worker_cpus_option,
-        help="MODELCANARY_WORKER_CPUS of both children (off, auto or a CPU list, e.g. the "
-        "last CPU with --cpus all: each child pins all its threads there as it starts)",
+        help="MODELCANARY_WORKER_CPUS of both children (off, dedicated, auto or a CPU list, "
+        "e.g. the last CPU with --cpus all: each child pins all its threads there as it "
+        "starts)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(

@@ -523,8 +523,10 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-cpus",
         default="off",
         type=worker_cpus_option,
-        help="MODELCANARY_WORKER_CPUS of all three services (off, auto or a CPU list): "
-        "auto pins each worker to one CPU of those its service may use",
+        help="MODELCANARY_WORKER_CPUS of all three services (off, dedicated, auto or a CPU "
+        "list): auto pins each worker to one CPU of those its service may use; dedicated "
+        "(the product's default) pins only where a service may use one CPU per worker, "
+        "which isolated placement makes a no-op and shared never does",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)

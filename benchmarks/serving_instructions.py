@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -152,6 +153,7 @@ def child_main(variant: str, spec_path: Path, warmup: int, requests: int) -> Non
             await answer(app, warm)
         if publisher is not None:
             publisher.flush(600.0)
+        gc.collect()  # every run's window starts from the same collector state
         loop = asyncio.get_running_loop()
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)

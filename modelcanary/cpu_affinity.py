@@ -117,11 +117,8 @@ def pin_worker(spec: str, worker_index: int, workers: int = 1) -> int | None:
     platform cannot pin (not Linux) it returns None, with a warning if pinning was asked
     for explicitly (``auto`` or a list).
     """
-    dedicated = spec.strip().lower() == DEDICATED
-    if parse_worker_cpus(spec) is None and not dedicated:
-        return None
     if not hasattr(os, "sched_setaffinity"):
-        if not dedicated:
+        if parse_worker_cpus(spec) is not None:  # auto or a list: asked for explicitly
             log.warning(
                 "%s=%s is ignored: this platform cannot pin threads to CPUs", _VARIABLE, spec
             )

@@ -249,18 +249,10 @@ class EventPublisher:
         """Queue an event as values; the sender encodes it with ``encode(data)``.
 
         For events made on every request: the request's thread only appends a tuple
-        (made with ``tuple.__new__``: a named tuple's own constructor is a Python call;
-        and :meth:`_enqueue` is written out, for the same reason).
+        (made with ``tuple.__new__``: a named tuple's own constructor is a Python call).
         ``data`` must not change once handed over.
         """
-        queue = self._queue
-        queued = len(queue)
-        if queued >= self._queue_max or self._closing:
-            self._overflow += 1
-            return
-        queue.append(_new_tuple(DeferredRecord, (topic, key, encode, data)))
-        if queued == MAX_ROUND:
-            self._wake.set()
+        self._enqueue(_new_tuple(DeferredRecord, (topic, key, encode, data)))
 
     def _enqueue(self, item: SpoolRecord | DeferredRecord) -> None:
         queued = len(self._queue)

@@ -28,7 +28,12 @@ _UNIT = 2.0**-53
 def bucket_position(unit_key: str, salt: str) -> float:
     """Uniform position in [0, 1) of ``unit_key`` for this salt: the hash's top 53 bits
     (a float's precision, so that no hash rounds up to 1.0) times 2**-53."""
-    return (stable_hash_bytes(f"{salt}\x1f{unit_key}".encode()) >> 11) * _UNIT
+    return _position(f"{salt}\x1f{unit_key}")
+
+
+def _position(salted_key: str) -> float:
+    """:func:`bucket_position` of ``salt + "\\x1f" + unit_key``, already joined."""
+    return (stable_hash_bytes(salted_key.encode()) >> 11) * _UNIT
 
 
 def assign_arm(unit_key: str, salt: str, fraction: float) -> Arm:
@@ -77,10 +82,9 @@ class RoutingTable:
         serves everyone and a fraction of requests is mirrored to the challenger."""
         if not self.active:
             return _CHAMPION_ONLY
-        # _to_challenger written out (it runs for every request); the table checked its
-        # fraction once: no need for assign_arm's check per request
-        position = (stable_hash_bytes((self._salt_prefix + unit_key).encode()) >> 11) * _UNIT
-        challenger = position < self.traffic_fraction
+        # the salt's prefix is joined once per table; the table checked its fraction once:
+        # no need for assign_arm's check per request
+        challenger = _position(self._salt_prefix + unit_key) < self.traffic_fraction
         if self.mode is Mode.SHADOW:
             return _MIRRORED if challenger else _CHAMPION_ONLY
         return _CHALLENGER_ONLY if challenger else _CHAMPION_ONLY

@@ -340,13 +340,7 @@ class ModelcanaryService(AdminEndpoints):
             answer = await self.router.predict(features, request_id, unit_id)
         except ModelcanaryError as exc:
             _raise_http(exc)
-        return PredictAnswer(  # _answer written out: every request runs this
-            request_id=answer.request_id,
-            prediction=answer.prediction,
-            score=answer.score,
-            version=answer.version,
-            arm=str(answer.arm),
-        )
+        return _answer(answer)
 
     @bentoml.api(input_spec=PredictBatchInput)
     async def predict_batch(self, rows: list[PredictRow]) -> BatchAnswer:

@@ -40,9 +40,19 @@ JSON keys, per variant (``plain``, ``canary``): ``requests``, ``challenger_answe
 ``per_request`` (``request_thread``, ``other_threads``, ``all``: each a dict of
 callgrind's events, ``Ir`` instructions, and with ``--cache-sim`` ``I1mr``, ``D1mr``,
 ``D1mw``, ``ILmr``, ``DLmr``, ``DLmw``, ...). Then ``added`` (canary minus plain, per
-request, same layout) and ``ratio_instructions`` (plain / canary, all threads).
+request, same layout) and ``ratio_instructions`` (plain / canary, all threads), and
+``fixed_addresses``.
 
-Needs valgrind (Debian's ``valgrind`` package); ~10 minutes for both variants with
+Where the objects lie in memory still moves the counts: two runs of the same code differ
+by up to ~30 k instructions a request on the canary's request thread (pymalloc's check
+of which arena a freed block belongs to, for one, takes more or fewer comparisons by
+address: ``_PyObject_Free`` alone moved by 8 k). ``--fixed-addresses`` runs the children
+without address randomisation (``setarch -R``): two runs of the same code then agreed
+within 0.2-7 k (three pairs), which suits comparing two versions of the code; judge a
+gain of a few k by the functions it should touch (``callgrind_annotate`` on the
+``--keep``'t files), not by the total of one pair.
+
+Needs valgrind (Debian's ``valgrind`` package); 1-2 minutes for both variants with
 ``--requests 200`` (the children run in parallel).
 """
 
@@ -71,6 +81,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks.serving_inprocess import (  # noqa: E402
     SERVICES,
     call_predict_answer,
+    fixed_addresses_prefix,
     load_app,
     quiet_environment,
     start_lifespan,
@@ -216,6 +227,7 @@ class Child:
     def __init__(self, variant: str, spec: Path, out_dir: Path, args: argparse.Namespace) -> None:
         self.variant = variant
         command = [
+            *args.prefix,
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
@@ -345,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["plain", "canary"],
         help="the base and the variant compared with it (default plain,canary)",
     )
+    parser.add_argument(
+        "--fixed-addresses",
+        action="store_true",
+        help="no address-space randomisation in the children (setarch -R): two runs of the "
+        "same code then agree within a few k instructions a request instead of ~30 k, for "
+        "comparing two versions of the code",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     if min(args.requests, args.warmup) < 1:
@@ -353,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed: `apt-get install valgrind`")
     quiet_environment()
+    args.prefix = fixed_addresses_prefix() if args.fixed_addresses else []
+    if args.fixed_addresses and not args.prefix:
+        print("setarch -R does not work here: addresses stay randomised", file=sys.stderr)
     from benchmarks.serving_overhead import clean_up, start_backends
     from modelcanary.launch import component_env
 
@@ -373,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             **results,
             **compare(results, *args.variants),
             "cache_sim": args.cache_sim,
+            "fixed_addresses": bool(args.prefix),
             "caches": CACHES if args.cache_sim else None,
         }
         write_summary(args.json, summary)

@@ -36,7 +36,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -656,10 +656,23 @@ class ModelRouter:
     async def predict(
         self, features: dict[str, Any], request_id: str | None = None, unit_id: str | None = None
     ) -> Answer:
-        """Answer one request (see the module docstring for the order of work).
+        """Answer one request (see the module docstring for the order of work)."""
+        answer = self.serve(features, request_id, unit_id)
+        if type(answer) is not Answer:
+            answer = await answer
+        return answer
 
-        Every request pays for this path, so it is :meth:`predict_batch` for one row with
-        the generic steps inlined: one metrics update and one event, no per-row loops.
+    def serve(
+        self, features: dict[str, Any], request_id: str | None = None, unit_id: str | None = None
+    ) -> Answer | Coroutine[Any, Any, Answer]:
+        """:meth:`predict` without a coroutine of its own when the champion answers.
+
+        Returns the :class:`Answer`, or for a request routed to the challenger the
+        coroutine that answers it (await it). Every request pays for this path, so it is
+        :meth:`predict_batch` for one row with the generic steps inlined: one metrics update
+        and one event, no per-row loops, and no coroutine where none is needed (each of the
+        ~250 exceptions sklearn and pandas raise and catch in a prediction walks the chain
+        of running coroutines).
         """
         # Every Python call on this path costs every request (~200 instructions, and its
         # code must be brought back into the caches): the champion's steps (_champion,
@@ -680,19 +693,46 @@ class ModelRouter:
         if challenger is not None and table.active:
             route = table.route(unit_id or request_id)
             if route.served_by is Arm.CHALLENGER:
-                call = await self._guarded(challenger, (features,))
-                self._observe(challenger, Arm.CHALLENGER, Mode.CANARY, call)
-                prediction, score = call.outputs[0] if call.outputs is not None else (None, None)
-                self._publish(
-                    challenger, Arm.CHALLENGER, Mode.CANARY, True, features, request_id,
-                    unit_id, table, call, prediction, score,
-                )  # fmt: skip
-                if call.outputs is not None:
-                    return _new_tuple(
-                        Answer,
-                        (request_id, prediction, score, challenger.version, Arm.CHALLENGER),
-                    )
+                return self._challenger_answer(
+                    champion, challenger, table, features, request_id, unit_id
+                )
             mirror = route.mirror_to_challenger
+        return self._champion_answer(
+            champion, challenger if mirror else None, table, features, request_id, unit_id
+        )
+
+    async def _challenger_answer(
+        self,
+        champion: Predictor,
+        challenger: Predictor,
+        table: RoutingTable,
+        features: dict[str, Any],
+        request_id: str,
+        unit_id: str | None,
+    ) -> Answer:
+        """The challenger's answer, or the champion's if the challenger fails or is late."""
+        call = await self._guarded(challenger, (features,))
+        self._observe(challenger, Arm.CHALLENGER, Mode.CANARY, call)
+        prediction, score = call.outputs[0] if call.outputs is not None else (None, None)
+        self._publish(
+            challenger, Arm.CHALLENGER, Mode.CANARY, True, features, request_id, unit_id,
+            table, call, prediction, score,
+        )  # fmt: skip
+        if call.outputs is not None:
+            return _new_tuple(
+                Answer, (request_id, prediction, score, challenger.version, Arm.CHALLENGER)
+            )
+        return self._champion_answer(champion, None, table, features, request_id, unit_id)
+
+    def _champion_answer(
+        self,
+        champion: Predictor,
+        mirror_to: Predictor | None,
+        table: RoutingTable,
+        features: dict[str, Any],
+        request_id: str,
+        unit_id: str | None,
+    ) -> Answer:
         call = self._inline(champion, (features,))
         self.observer.model_call(
             champion.version, "champion", call.latency_ms / 1000.0, call.error_kind
@@ -704,8 +744,8 @@ class ModelRouter:
         )  # fmt: skip
         if call.outputs is None:
             self._champion_failed(champion, call)
-        if mirror and challenger is not None:
-            self._mirror_later(challenger, (features,), ((request_id, unit_id),), table)
+        if mirror_to is not None:
+            self._mirror_later(mirror_to, (features,), ((request_id, unit_id),), table)
         return _new_tuple(Answer, (request_id, prediction, score, champion.version, Arm.CHAMPION))
 
     async def predict_batch(self, rows: Sequence[BatchRow]) -> list[Answer]:

@@ -153,6 +153,21 @@ def test_a_failing_canary_challenger_is_answered_by_the_champion() -> None:
     router.stop()
 
 
+def test_serve_answers_the_champions_requests_without_a_coroutine() -> None:
+    recorder = Recorder()
+    router = _router(StandIn("1"), StandIn("2"), CANARY_ALL, recorder)
+    router.snapshot = ServingSnapshot(StandIn("1"), StandIn("2"), RoutingTable())
+    answer = router.serve(FEATURES, "req-1")  # no rollout: the champion, at once
+    assert (answer.version, answer.arm) == ("1", Arm.CHAMPION)
+    router.snapshot = ServingSnapshot(StandIn("1"), StandIn("2"), CANARY_ALL)
+    turn = router.serve(FEATURES, "req-2")  # the challenger's turn: awaited by the caller
+    assert asyncio.iscoroutine(turn)
+    answer = asyncio.run(turn)
+    assert (answer.version, answer.arm) == ("2", Arm.CHALLENGER)
+    assert [e.request_id for e in recorder.events] == ["req-1", "req-2"]
+    router.stop()
+
+
 def test_a_slow_challenger_costs_at_most_the_timeout() -> None:
     recorder = Recorder()
     router = _router(StandIn("1"), StandIn("2", delay_s=1.0), CANARY_ALL, recorder, timeout_s=0.05)

@@ -1,13 +1,17 @@
-"""The overhead benchmark's fixed-rate load: requests evenly spaced, never in bursts."""
+"""The overhead benchmark's load: fixed-rate requests evenly spaced, slices charged their spill."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from itertools import pairwise
 from statistics import median
 
-from benchmarks.serving_overhead import _python_load
+import pytest
+
+from benchmarks.serving_overhead import _process_cpu_ns, _python_load, charged_rps
 
 
 async def _serve_and_load(rate: float, seconds: float, connections: int) -> list[float]:
@@ -48,3 +52,29 @@ def test_fixed_rate_requests_arrive_evenly_spaced_across_connections() -> None:
     # four connections sending together would put three gaps of ~0 ms in every four
     bursts = sum(gap < 3.0 for gap in gaps_ms)
     assert bursts <= len(gaps_ms) * 0.1, sorted(gaps_ms)[:20]
+
+
+def test_a_slice_is_charged_with_the_cpu_its_service_spent_after_it() -> None:
+    # 990 answered and 10 errors in 2 s; 20 ms of deferred work afterwards
+    result = {"rps": 500.0, "ok": 990, "errors": 10}
+    assert charged_rps(result, 0.0) == 495.0
+    assert charged_rps(result, 0.02) == 990 / 2.02
+    assert charged_rps({"rps": 0.0, "ok": 0, "errors": 0}, 0.01) == 0.0
+
+
+def test_cpu_time_is_read_in_nanoseconds_ended_threads_included() -> None:
+    before = _process_cpu_ns(os.getpid())
+    if before is None:
+        pytest.skip("no CPU-time clock of a process on this system")
+
+    def spin() -> None:
+        deadline = time.thread_time() + 0.05
+        while time.thread_time() < deadline:
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    worker.join()
+    spent = _process_cpu_ns(os.getpid()) - before
+    assert 50_000_000 <= spent < 5_000_000_000  # the ended thread's 50 ms counted
+    assert _process_cpu_ns(2**22 + 12345) is None  # no such process

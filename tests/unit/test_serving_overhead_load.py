@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 from itertools import pairwise
@@ -11,7 +13,7 @@ from statistics import median
 
 import pytest
 
-from benchmarks.serving_overhead import _process_cpu_ns, _python_load, charged_rps
+from benchmarks.serving_overhead import _process_cpu_ns, _python_load, charged_rps, paused
 
 
 async def _serve_and_load(rate: float, seconds: float, connections: int) -> list[float]:
@@ -78,3 +80,21 @@ def test_cpu_time_is_read_in_nanoseconds_ended_threads_included() -> None:
     spent = _process_cpu_ns(os.getpid()) - before
     assert 50_000_000 <= spent < 5_000_000_000  # the ended thread's 50 ms counted
     assert _process_cpu_ns(2**22 + 12345) is None  # no such process
+
+
+def test_paused_services_use_no_cpu_and_run_again_afterwards() -> None:
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        if _process_cpu_ns(spinner.pid) is None:
+            pytest.skip("no CPU-time clock of a process on this system")
+        with paused([spinner.pid]):
+            time.sleep(0.05)  # the stop has landed
+            before = _process_cpu_ns(spinner.pid)
+            time.sleep(0.3)
+            assert _process_cpu_ns(spinner.pid) == before
+        time.sleep(0.3)
+        assert _process_cpu_ns(spinner.pid) > before
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -118,7 +118,8 @@ def new_event_id() -> str:
     draw the same 60 bits (a one in 10^18 chance per pair); a forked child draws anew.
     """
     count = next(_EVENT_COUNTER)
-    # 16 hex digits, the first 8 (variant 10xx): hex() instead of format specs (see utc_text)
+    # 16 hex digits, the first an 8 (the RFC 9562 variant, binary 10, then 00): hex()
+    # instead of format specs (see utc_text)
     digits = hex(_VARIANT_BITS | (count & _LOW_60))
     return f"{_EVENT_ID_HEAD[0]}{digits[2:6]}-{digits[6:]}"
 

@@ -56,7 +56,9 @@ each phase, its spill included (``*_spill_ms_*``: the spill per round) — a fig
 other processes on a shared machine disturb far less than throughput or latency (at 100
 requests/s it includes the worker's idle background work, about 5 ms a second) — the
 worker's busy fraction at saturation (near 1: the service, not the load generator, was
-the limit) and the machine's load average per round.
+the limit), the machine's load average per round, and each round's canary/plain ratio
+with a 90% bootstrap interval of their median (``ratio_canary_rps_interval_90``: how far
+the run's figure could have landed on the same host).
 Targets: ratio >= 0.95, added p99 <= 1 ms, added shadow p50 <= 1 ms.
 
 Placement (``--placement``). ``isolated`` (the default) runs the three services under
@@ -75,6 +77,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -330,6 +333,21 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         median(r["shadow_p50_ms"] - r["plain_p50_ms"] for r in rounds), 3
     )
     return summary
+
+
+def median_interval(values: list[float], level: float = 0.9, draws: int = 2000) -> list[float]:
+    """A bootstrap interval of the median of ``values`` (percentile method, fixed seed).
+
+    How far a run's median could move from one run to the next on the same host: the
+    rounds are drawn again with replacement ``draws`` times, and the middle ``level`` of
+    those medians is the interval.
+    """
+    rng = random.Random(0)
+    medians = sorted(median(rng.choices(values, k=len(values))) for _ in range(draws))
+    tail = (1.0 - level) / 2.0
+    low = medians[int(tail * (draws - 1))]
+    high = medians[round((1.0 - tail) * (draws - 1))]
+    return [round(low, 4), round(high, 4)]
 
 
 def _worker_cpu_s(serve_pid: int) -> float:
@@ -703,8 +721,11 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         if args.details:
+            ratios = [r["canary_rps"] / r["plain_rps"] for r in rounds]
             details = {
                 "loadgen": {"saturation": tool, "latency": "python"},
+                "ratio_canary_rps_rounds": [round(x, 4) for x in ratios],
+                "ratio_canary_rps_interval_90": median_interval(ratios),
                 "cpu_us_per_request": {
                     phase: {
                         v: round(median(r[f"{v}_cpu_us_per_request_{phase}"] for r in rounds), 1)

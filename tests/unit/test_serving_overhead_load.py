@@ -13,7 +13,13 @@ from statistics import median
 
 import pytest
 
-from benchmarks.serving_overhead import _process_cpu_ns, _python_load, charged_rps, paused
+from benchmarks.serving_overhead import (
+    _process_cpu_ns,
+    _python_load,
+    charged_rps,
+    median_interval,
+    paused,
+)
 
 
 async def _serve_and_load(rate: float, seconds: float, connections: int) -> list[float]:
@@ -98,3 +104,14 @@ def test_paused_services_use_no_cpu_and_run_again_afterwards() -> None:
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_the_interval_of_the_median_widens_with_the_spread_of_the_rounds() -> None:
+    steady = [0.95, 0.952, 0.948, 0.951, 0.949, 0.95, 0.953, 0.947]
+    noisy = [0.947, 1.069, 0.984, 0.942, 0.968, 0.937, 1.022, 0.945]
+    low, high = median_interval(steady)
+    assert low <= median(steady) <= high and high - low < 0.005
+    low, high = median_interval(noisy)
+    assert low <= median(noisy) <= high and high - low > 0.03
+    assert median_interval(noisy) == [low, high]  # the same draws every time
+    assert median_interval([0.96] * 8) == [0.96, 0.96]

@@ -31,13 +31,17 @@ drift of the shared machine hits all alike:
    the service's CPU right after each answer, were counted as many times as a burst had
    requests behind them.)
 
-After each slice the load pauses for ``--pause-s`` (0.3 s), so that what a slice's
-requests left behind (the canary's last round of Kafka events, a shadow's queued
-mirrored calls) runs before the next variant's slice rather than inside it; the CPU the
-service spends in the pause (its *spill*) is charged to its slice: the throughput is
-``answered / (duration + spill)``. Earlier versions of this benchmark had no pause: the
-spill slowed whichever variant came next, plain more than the canary (plain follows the
-shadow), which favoured the canary by about 0.6%.
+While a slice runs, the two other services are stopped (SIGSTOP of their process trees,
+continued afterwards; ``--others-run`` lets them run): their idle background work (an
+idle modelcanary worker ~4.5 ms of CPU a second, plain ~1.4) no longer falls on the
+measured variant's CPU. After each slice the load pauses for ``--pause-s`` (0.3 s), so
+that what a slice's requests left behind (the canary's last round of Kafka events, a
+shadow's queued mirrored calls) runs before the next variant's slice rather than inside
+it; the CPU the service spends in the pause (its *spill*) is charged to its slice: the
+throughput is ``answered / (duration + spill)``. Earlier versions of this benchmark did neither: the
+spill and the idle background slowed whichever variant was measured, plain more than
+the canary (plain follows the shadow, and sits beside two modelcanary services), which
+favoured the canary by about 0.6%.
 
 The three services are started ``--starts`` times, as fresh processes, and the rounds are
 shared out between the starts. Each start draws a new memory layout and hash seed, which
@@ -548,7 +552,9 @@ def measure_round(
     Throughput is the mean over a variant's slices; latencies are pooled. The worker's
     CPU time per answered request is recorded for both phases.
 
-    After each slice the load stops for ``args.pause_s`` before the next variant's slice,
+    Meanwhile the other variants' services are stopped (:func:`paused`) unless
+    ``args.others_run``. After each slice the load stops for ``args.pause_s`` before the
+    next variant's slice,
     and the CPU the slice's service used meanwhile is its *spill*: work the slice's
     requests left behind (the canary's last round of events, a shadow's mirrored calls
     still queued). Without the pause that work ran inside the next variant's slice and

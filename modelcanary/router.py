@@ -675,8 +675,8 @@ class ModelRouter:
         of running coroutines).
         """
         # Every Python call on this path costs every request (~200 instructions, and its
-        # code must be brought back into the caches): the champion's steps (_champion,
-        # _validate, _observe) are written out here.
+        # code must be brought back into the caches): _champion and _validate are written
+        # out here, _observe in _champion_answer (shared with the challenger's fallback).
         snap = self.snapshot
         champion = snap.champion
         if champion is None:

@@ -62,7 +62,9 @@ requests/s it includes the worker's idle background work, about 5 ms a second) â
 worker's busy fraction at saturation (near 1: the service, not the load generator, was
 the limit), the machine's load average per round, and each round's canary/plain ratio
 with a 90% bootstrap interval of their median (``ratio_canary_rps_interval_90``: how far
-the run's figure could have landed on the same host).
+the run's figure could have landed on the same host), and which code was measured
+(``code``: a hash of the served files and the commit). ``serving_overhead_pool.py`` takes
+the details of several runs of the same code together.
 Targets: ratio >= 0.95, added p99 <= 1 ms, added shadow p50 <= 1 ms.
 
 Placement (``--placement``). ``isolated`` (the default) runs the three services under
@@ -79,6 +81,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -97,6 +100,32 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 VARIANTS = ("plain", "canary", "shadow")
+
+#: What the three services run: runs of the same files measure the same code.
+SERVED_CODE = ("modelcanary", "serving", "benchmarks/plain_service.py")
+
+
+def code_version() -> dict[str, Any]:
+    """Which code a run measured: a hash of the served files, and the commit if known.
+
+    The hash covers every Python file the services run (:data:`SERVED_CODE`), so that runs
+    taken at different commits of the same served code can be pooled
+    (``serving_overhead_pool.py``) and runs of different code cannot.
+    """
+    digest = hashlib.sha256()
+    for entry in SERVED_CODE:
+        path = REPO_ROOT / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(f"{file.relative_to(REPO_ROOT)}\0".encode())
+            digest.update(file.read_bytes())
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"served_code_sha256": digest.hexdigest()[:16], "commit": commit}
 
 
 # -- where the processes run ----------------------------------------------------------
@@ -686,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     if placement["note"]:
         print(f"placement: {placement['note']}", file=sys.stderr)
     _pin_calling_thread(placement["other_cpus"])
+    code = code_version()
     root = Path(tempfile.mkdtemp(prefix="modelcanary-bench-"))
     from modelcanary.infra.processes import stop_processes
 
@@ -747,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_1m": [r["loadavg_1m_before"] for r in rounds],
                 "rounds": rounds,
                 "settings": {k: str(v) for k, v in vars(args).items()},
+                "code": code,
                 "cpus": os.cpu_count(),
             }
             args.details.parent.mkdir(parents=True, exist_ok=True)

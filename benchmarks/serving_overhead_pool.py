@@ -19,8 +19,11 @@ benchmark recorded it are pooled with a note.
 
 JSON: ``pooled`` (the shape of a run's JSON — ``plain``, ``canary``, ``shadow``,
 ``ratio_canary_rps``, ``added_p99_ms_canary``, ``added_p50_ms_shadow`` — over all
-rounds, plus ``rounds``, ``ratio_canary_rps_interval_90``, ``ratio_canary_rps_mean``
-and ``cpu_ratio_saturation``: plain's over the canary's worker CPU per request), and
+rounds, plus ``rounds``; ``ratio_canary_rps_interval_90``, a bootstrap interval of the
+median that draws whole runs, since a run's rounds share its host's state and its
+services' memory layouts (``..._by_round`` draws rounds: narrower, and too narrow when
+runs differ); ``ratio_canary_rps_mean``; and ``cpu_ratio_saturation``: plain's over the
+canary's worker CPU per request), and
 ``runs``: per run its file, rounds, ratio, interval, plain's CPU per request at saturation
 (how slow the host was), load average and code hash; ``served_code_sha256`` and
 ``runs_without_code``. A table goes to stderr.
@@ -39,7 +42,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.serving_overhead import median_interval, summarise  # noqa: E402
+from benchmarks.serving_overhead import (  # noqa: E402
+    clustered_median_interval,
+    median_interval,
+    summarise,
+)
 
 #: Settings that change what a round measures; runs must agree on them to be pooled.
 MEASUREMENT_SETTINGS = (
@@ -103,20 +110,26 @@ def pool(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         shown = ", ".join(f"{name}: {code}" for name, code in codes.items() if code is not None)
         raise PoolError(f"the runs measured different code ({shown}): pool one version's runs")
     rounds = [r for details in runs.values() for r in details["rounds"]]
-    ratios = [r["canary_rps"] / r["plain_rps"] for r in rounds]
+    by_run = {
+        name: [r["canary_rps"] / r["plain_rps"] for r in details["rounds"]]
+        for name, details in runs.items()
+    }
+    ratios = [ratio for run_ratios in by_run.values() for ratio in run_ratios]
     cpu_ratios = [
         r["plain_cpu_us_per_request_saturation"] / r["canary_cpu_us_per_request_saturation"]
         for r in rounds
     ]
     pooled = summarise(rounds) | {
         "rounds": len(rounds),
-        "ratio_canary_rps_interval_90": median_interval(ratios),
+        # Runs drawn whole: a run's rounds share its host's state and its services' layouts.
+        "ratio_canary_rps_interval_90": clustered_median_interval(list(by_run.values())),
+        "ratio_canary_rps_interval_90_by_round": median_interval(ratios),
         "ratio_canary_rps_mean": round(mean(ratios), 3),
         "cpu_ratio_saturation": round(median(cpu_ratios), 3),
     }
     per_run = []
     for name, details in runs.items():
-        run_ratios = [r["canary_rps"] / r["plain_rps"] for r in details["rounds"]]
+        run_ratios = by_run[name]
         per_run.append(
             {
                 "file": name,

@@ -104,3 +104,14 @@ def test_the_command_line_writes_the_pooled_json_and_refuses_a_file_twice(
     with pytest.raises(SystemExit) as exited:
         main([str(a), str(a)])
     assert exited.value.code == 2
+
+
+def test_drawing_whole_runs_widens_the_interval_when_runs_differ() -> None:
+    runs = {
+        f"run{i}": _run([level - 0.01, level, level + 0.01] * 3)
+        for i, level in enumerate((0.93, 0.95, 0.97, 0.99))
+    }
+    pooled = pool(runs)["pooled"]
+    by_run_low, by_run_high = pooled["ratio_canary_rps_interval_90"]
+    by_round_low, by_round_high = pooled["ratio_canary_rps_interval_90_by_round"]
+    assert by_run_low < by_round_low and by_run_high > by_round_high

@@ -74,6 +74,7 @@ def test_the_code_hash_follows_the_served_files_only(
         (tmp_path / name).write_text("x = 1\n")
     (tmp_path / "README.md").write_text("text")
     monkeypatch.setattr(serving_overhead, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repo above
     first = serving_overhead.code_version()
     (tmp_path / "README.md").write_text("other text")
     assert serving_overhead.code_version() == first

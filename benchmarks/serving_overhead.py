@@ -344,6 +344,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def round_ratios(rounds: list[dict[str, Any]]) -> list[float]:
+    """Each round's canary/plain throughput ratio: the paired comparison of that round."""
+    return [r["canary_rps"] / r["plain_rps"] for r in rounds]
+
+
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over rounds; comparisons paired within each round (see the docstring)."""
 
@@ -358,7 +363,7 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for v in VARIANTS
     }
-    summary["ratio_canary_rps"] = round(median(r["canary_rps"] / r["plain_rps"] for r in rounds), 3)
+    summary["ratio_canary_rps"] = round(median(round_ratios(rounds)), 3)
     summary["added_p99_ms_canary"] = round(
         median(r["canary_p99_ms"] - r["plain_p99_ms"] for r in rounds), 3
     )
@@ -598,12 +603,11 @@ def measure_round(
 
     Meanwhile the other variants' services are stopped (:func:`paused`) unless
     ``args.others_run``. After each slice the load stops for ``args.pause_s`` before the
-    next variant's slice,
-    and the CPU the slice's service used meanwhile is its *spill*: work the slice's
-    requests left behind (the canary's last round of events, a shadow's mirrored calls
-    still queued). Without the pause that work ran inside the next variant's slice and
-    slowed it instead (measured: plain's slices lost 1.8% of their CPU to the others,
-    the canary's 1.2%, favouring the canary by about 0.6%). A saturation slice's
+    next variant's slice, and the CPU the slice's service used meanwhile is its *spill*:
+    work the slice's requests left behind (the canary's last round of events, a shadow's
+    mirrored calls still queued). Without the pause that work ran inside the next
+    variant's slice and slowed it instead (measured: plain's slices lost 1.8% of their CPU
+    to the others, the canary's 1.2%, favouring the canary by about 0.6%). A saturation slice's
     throughput is charged with its spill, as on a core of its own the service would have
     spent that time instead of answering: ``ok / (duration + spill)``.
     """
@@ -772,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         if args.details:
-            ratios = [r["canary_rps"] / r["plain_rps"] for r in rounds]
+            ratios = round_ratios(rounds)
             details = {
                 "loadgen": {"saturation": tool, "latency": "python"},
                 "ratio_canary_rps_rounds": [round(x, 4) for x in ratios],

@@ -45,6 +45,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks.serving_overhead import (  # noqa: E402
     clustered_median_interval,
     median_interval,
+    round_ratios,
     summarise,
 )
 
@@ -110,10 +111,7 @@ def pool(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         shown = ", ".join(f"{name}: {code}" for name, code in codes.items() if code is not None)
         raise PoolError(f"the runs measured different code ({shown}): pool one version's runs")
     rounds = [r for details in runs.values() for r in details["rounds"]]
-    by_run = {
-        name: [r["canary_rps"] / r["plain_rps"] for r in details["rounds"]]
-        for name, details in runs.items()
-    }
+    by_run = {name: round_ratios(details["rounds"]) for name, details in runs.items()}
     ratios = [ratio for run_ratios in by_run.values() for ratio in run_ratios]
     cpu_ratios = [
         r["plain_cpu_us_per_request_saturation"] / r["canary_cpu_us_per_request_saturation"]
